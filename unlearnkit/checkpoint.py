@@ -1,0 +1,98 @@
+"""Checkpoints as safetensors plus a JSON sidecar; atomic writes; a content-keyed model cache.
+
+Loading never executes code: weights come from safetensors, metadata from JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and a rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, path: Path, meta: dict[str, Any] | None = None) -> None:
+    """Save the state dict to `path` (.safetensors) and `meta` to `path`.json, both atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        atomic_write(path, Path(tmp).read_bytes())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    atomic_write(sidecar(path), json.dumps(meta or {}, indent=1, sort_keys=True).encode())
+
+
+def sidecar(path: Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def load_model(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Load weights from `path` into `model` (strict: every key and shape must match); return meta."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not safetensors: {e}") from None
+    own = model.state_dict()
+    missing, extra = own.keys() - state.keys(), state.keys() - own.keys()
+    wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or extra or wrong:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(extra)[:3]}, wrong shape {wrong[:3]}")
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()})
+    meta_path = sidecar(path)
+    if not meta_path.is_file():
+        return {}
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint metadata {meta_path} is corrupt: {e}") from None
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts and tensors (used as cache keys)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where trained models are cached: $UNLEARNKIT_CACHE, else ~/.cache/unlearnkit."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE") or Path.home() / ".cache" / "unlearnkit")

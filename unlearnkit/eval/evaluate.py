@@ -1,0 +1,40 @@
+"""`evaluate`: UA / RA / TA / MIA-Efficacy of a model on a request, one forward pass per split."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from unlearnkit.data import labels_of
+from unlearnkit.eval.metrics import SIGNALS, Outputs, accuracy, predict
+from unlearnkit.eval.mia import mia_efficacy
+from unlearnkit.request import UnlearnRequest
+
+
+def test_indices(request: UnlearnRequest, test: Dataset) -> torch.Tensor:
+    """The test set, minus the classes a class-wise request forgets (SalUn protocol)."""
+    labels = labels_of(test)
+    keep = ~torch.isin(labels, torch.tensor(request.classes, dtype=torch.long))
+    return keep.nonzero().flatten()
+
+
+def split_outputs(model: nn.Module, request: UnlearnRequest, test: Dataset) -> dict[str, Outputs]:
+    return {"forget": predict(model, request.train, request.forget),
+            "retain": predict(model, request.train, request.retain),
+            "test": predict(model, test, test_indices(request, test))}
+
+
+def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset,
+             extra_signals: tuple[str, ...] = ()) -> dict[str, float]:
+    """UA = 100 − forget accuracy, RA = retain accuracy, TA = test accuracy (forgotten classes
+    removed), MIA = MIA-Efficacy on the confidence signal with the first |test| retain samples
+    (stored order) as members. `extra_signals` adds `MIA_<signal>` for entropy, m_entropy, loss."""
+    out = split_outputs(model, request, test)
+    metrics = {"UA": 100.0 - accuracy(out["forget"]), "RA": accuracy(out["retain"]), "TA": accuracy(out["test"])}
+    for signal in ("confidence",) + tuple(extra_signals):
+        fn = SIGNALS[signal]
+        members = fn(out["retain"])[: len(out["test"].labels)]
+        score = mia_efficacy(members, fn(out["test"]), fn(out["forget"]))
+        metrics["MIA" if signal == "confidence" else f"MIA_{signal}"] = score
+    return metrics

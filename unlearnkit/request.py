@@ -1,0 +1,211 @@
+"""What a method is allowed to see: the training data, the ids to forget, and batch iterators.
+
+A method never sees the test set. `UnlearnRequest` validates the ids once, so every method can
+trust them, and hands out forget / retain batches that are deterministic under `seed`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from unlearnkit.data import Augment, labels_of, take
+
+Split = Literal["forget", "retain"]
+
+
+class RequestError(ValueError):
+    """A deletion request that cannot be honoured as written (bad ids, bad spec, ...)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: Tensor
+    y: Tensor
+    idx: Tensor  # positions in the training set
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A forget batch and a retain batch drawn together."""
+
+    forget: Batch
+    retain: Batch
+
+    def to(self, device: torch.device | str) -> "Pair":
+        return Pair(self.forget.to(device), self.retain.to(device))
+
+
+@dataclass(frozen=True, eq=False)
+class UnlearnRequest:
+    """A trained model's training data and the part of it to forget.
+
+    Args:
+        train: the dataset the model was trained on (any Dataset of `(x, y)`).
+        forget: LongTensor of positions in `train` to forget.
+        num_classes: the model's number of outputs.
+        val: optional held-out data (never the test set), for methods with a stopping rule.
+        excluded: positions forgotten by earlier requests; neither forget nor retain.
+        augment: batch augmentation used when a method asks for augmented batches.
+        seed: seeds every batch order this request hands out.
+        recipe: how the original model was trained (Retrain reuses it), if known.
+        classes: the classes forgotten whole, when the request is class-wise.
+    """
+
+    train: Dataset
+    forget: Tensor
+    num_classes: int
+    val: Dataset | None = None
+    excluded: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    augment: Augment | None = None
+    seed: int = 0
+    recipe: Any = None
+    classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.train)  # type: ignore[arg-type]
+        forget = torch.as_tensor(self.forget)
+        if forget.dtype not in (torch.int64, torch.int32) or forget.dim() != 1:
+            raise RequestError("forget must be a 1-D tensor of integer sample ids")
+        forget = forget.long()
+        object.__setattr__(self, "forget", forget)
+        object.__setattr__(self, "excluded", torch.as_tensor(self.excluded).long())
+        if len(forget) == 0:
+            raise RequestError("the forget set is empty: nothing to unlearn")
+        bad = forget[(forget < 0) | (forget >= n)]
+        if len(bad):
+            raise RequestError(f"forget ids out of range [0, {n}): {bad[:5].tolist()}")
+        if len(forget.unique()) != len(forget):
+            dup = forget[torch.unique(forget, return_counts=True)[1] > 1][:5]
+            raise RequestError(f"forget ids appear more than once (e.g. {sorted(set(dup.tolist()))})")
+        if torch.isin(forget, self.excluded).any():
+            raise RequestError("some forget ids were already forgotten by an earlier request")
+        if len(forget) + len(self.excluded) >= n:
+            raise RequestError("the forget set covers the whole training set: nothing would remain")
+        if self.num_classes < 2:
+            raise RequestError(f"num_classes must be at least 2, got {self.num_classes}")
+
+    @cached_property
+    def labels(self) -> Tensor:
+        return labels_of(self.train)
+
+    @cached_property
+    def retain(self) -> Tensor:
+        """Positions that stay: everything not forgotten now or earlier, in stored order."""
+        keep = torch.ones(len(self.labels), dtype=torch.bool)
+        keep[self.forget] = False
+        keep[self.excluded] = False
+        return keep.nonzero().flatten()
+
+    def indices(self, split: Split) -> Tensor:
+        if split not in ("forget", "retain"):
+            raise RequestError(f"split must be 'forget' or 'retain', got {split!r}")
+        return self.forget if split == "forget" else self.retain
+
+    def then(self, forget: Tensor) -> "UnlearnRequest":
+        """The next request in a sequence: earlier forget ids become excluded."""
+        excluded = torch.cat([self.excluded, self.forget])
+        return replace(self, forget=torch.as_tensor(forget).long(), excluded=excluded, classes=())
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+
+    def batch(self, idx: Tensor, augment: bool = False, gen: torch.Generator | None = None) -> Batch:
+        x, y = take(self.train, idx)
+        if augment and self.augment is not None:
+            x = self.augment(x, gen if gen is not None else self.generator(7))
+        return Batch(x, y, idx)
+
+    def batches(self, split: Split, batch_size: int, epochs: int = 1, shuffle: bool = True,
+                augment: bool = True, salt: int = 0) -> Iterator[Batch]:
+        """`epochs` passes over one split in (shuffled) batches."""
+        idx = self.indices(split)
+        gen = self.generator(salt + (1 if split == "forget" else 2))
+        for _ in range(epochs):
+            order = idx[torch.randperm(len(idx), generator=gen)] if shuffle else idx
+            for chunk in order.split(batch_size):
+                yield self.batch(chunk, augment, gen)
+
+    def stream(self, split: Split, batch_size: int, augment: bool = True, salt: int = 0) -> Iterator[Batch]:
+        """An endless stream of shuffled batches from one split (reshuffled every pass)."""
+        while True:
+            yield from self.batches(split, batch_size, 1, True, augment, salt)
+            salt += 1_000
+
+    def pairs(self, batch_size: int, epochs: int = 1, anchor: Split = "forget",
+              augment: bool = True, other_batch_size: int | None = None) -> Iterator[Pair]:
+        """Each `anchor` batch (for `epochs` passes) with a batch from the other split's stream."""
+        other: Split = "retain" if anchor == "forget" else "forget"
+        partner = self.stream(other, other_batch_size or batch_size, augment, salt=5)
+        for b in self.batches(anchor, batch_size, epochs, True, augment, salt=3):
+            p = next(partner)
+            yield Pair(b, p) if anchor == "forget" else Pair(p, b)
+
+
+def parse_forget(spec: str, labels: Tensor, seed: int = 0) -> tuple[Tensor, tuple[int, ...]]:
+    """Forget ids from a spec: `random:0.1`, `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`.
+
+    Returns the ids and the classes forgotten whole (empty unless the spec is class-wise).
+    An ids file holds integers separated by spaces, commas or newlines, or a JSON list.
+    """
+    kind, _, arg = spec.partition(":")
+    gen = torch.Generator().manual_seed(seed)
+    classes = sorted(set(labels.tolist()))
+    try:
+        if kind == "random":
+            frac = float(arg)
+            if not 0 < frac < 1:
+                raise RequestError(f"random fraction must be in (0, 1), got {arg}")
+            n = max(1, round(frac * len(labels)))
+            return torch.randperm(len(labels), generator=gen)[:n].sort().values, ()
+        if kind == "class":
+            wanted = tuple(int(c) for c in arg.split(","))
+            _check_classes(wanted, classes)
+            return torch.isin(labels, torch.tensor(wanted)).nonzero().flatten(), wanted
+        if kind == "subclass":
+            c, _, frac_s = arg.partition(":")
+            _check_classes((int(c),), classes)
+            frac = float(frac_s)
+            if not 0 < frac <= 1:
+                raise RequestError(f"subclass fraction must be in (0, 1], got {frac_s}")
+            members = (labels == int(c)).nonzero().flatten()
+            n = max(1, round(frac * len(members)))
+            return members[torch.randperm(len(members), generator=gen)[:n]].sort().values, ()
+        if kind in ("ids", "file"):
+            return read_ids(Path(arg)), ()
+    except ValueError as e:
+        if isinstance(e, RequestError):
+            raise
+        raise RequestError(f"cannot parse forget spec {spec!r}: {e}") from None
+    raise RequestError(
+        f"unknown forget spec {spec!r}; use random:F, class:C[,C], subclass:C:F or ids:FILE")
+
+
+def _check_classes(wanted: tuple[int, ...], known: list[int]) -> None:
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise RequestError(f"unknown class {unknown}; the dataset has classes {known}")
+
+
+def read_ids(path: Path) -> Tensor:
+    if not path.is_file():
+        raise RequestError(f"ids file not found: {path}")
+    text = path.read_text().strip()
+    try:
+        values = json.loads(text) if text.startswith("[") else [int(t) for t in text.replace(",", " ").split()]
+        return torch.tensor([int(v) for v in values], dtype=torch.long)
+    except (ValueError, TypeError) as e:
+        raise RequestError(f"ids file {path} must hold integers: {e}") from None

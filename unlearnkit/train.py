@@ -1,0 +1,61 @@
+"""Ordinary supervised training: how the original model and the Retrain reference are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from unlearnkit import transforms as T
+from unlearnkit.data import Augment, take
+from unlearnkit.loop import fit
+from unlearnkit.request import Batch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: SGD with momentum, cosine learning rate, crop/flip if the data has it."""
+
+    epochs: int = 30
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+
+
+def reinitialize(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh weights in every layer that can reset itself (the start of Retrain)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()  # type: ignore[operator]
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+    return model
+
+
+def epoch_batches(dataset: Dataset, idx: Tensor, batch_size: int, epochs: int, seed: int,
+                  augment: Augment | None = None):
+    """Shuffled `(x, y)` batches of `dataset[idx]` for `epochs` passes, deterministic in `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for chunk in idx[torch.randperm(len(idx), generator=gen)].split(batch_size):
+            x, y = take(dataset, chunk)
+            yield Batch(augment(x, gen) if augment else x, y, chunk)
+
+
+def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe, seed: int = 0,
+                augment: Augment | None = None) -> nn.Module:
+    """Train `model` on `dataset[idx]` with `recipe`. Mutates and returns `model`."""
+    steps = recipe.epochs * -(-len(idx) // recipe.batch_size)
+    tx = T.sgd(T.Cosine(recipe.lr, steps), recipe.momentum, recipe.weight_decay)
+
+    def loss(b):
+        return F.cross_entropy(model(b.x), b.y, label_smoothing=recipe.label_smoothing)
+
+    torch.manual_seed(seed)
+    return fit(model, epoch_batches(dataset, idx, recipe.batch_size, recipe.epochs, seed, augment), loss, tx)
