@@ -49,7 +49,7 @@ def make_toy(model: nn.Module, train: ArrayDataset, test: ArrayDataset, val: Arr
 def toy() -> Toy:
     """A 2-hidden-layer MLP on 4-class blobs; 10% random forgetting."""
     recipe = Recipe(epochs=20, lr=0.05, batch_size=32)
-    return make_toy(build_model("mlp", (8,), 4, hidden=32), blobs(400, 1), blobs(200, 2), blobs(100, 3), 4, recipe)
+    return make_toy(build_model("mlp", (8,), 4, width=32), blobs(400, 1), blobs(200, 2), blobs(100, 3), 4, recipe)
 
 
 @pytest.fixture(scope="session")

@@ -11,3 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = ["DATASETS", "METHODS", "MODELS", "Batch", "Pair", "Recipe", "RequestError", "UnlearnRequest",
            "avg_gap", "evaluate", "parse_forget", "train_model", "__version__"]
+
+from unlearnkit.api import make_request, unlearn  # noqa: E402
+
+__all__ += ["make_request", "unlearn"]

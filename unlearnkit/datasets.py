@@ -140,21 +140,27 @@ def cifar10() -> Data:
                 "Set UNLEARNKIT_CIFAR10 to cifar10-jpeg.npz, or use cifar-batches:DIR for the python batches.")
     cached = cache_dir() / "data" / f"cifar10-decoded-{npz.stat().st_size}.npz"
     if not cached.is_file():
-        from PIL import Image
-
         from unlearnkit.checkpoint import atomic_write
 
         a = np.load(npz)
-        data, off = a["data"], a["offsets"]
-        imgs = np.stack([np.asarray(Image.open(io.BytesIO(data[off[i]:off[i + 1]].tobytes())).convert("RGB"))
-                         for i in range(len(off) - 1)])
         buf = io.BytesIO()
-        np.savez(buf, x=imgs, y=a["labels"], is_train=a["is_train"])
+        np.savez(buf, x=decode_jpeg_archive(npz), y=a["labels"], is_train=a["is_train"])
         atomic_write(cached, buf.getvalue())
     a = np.load(cached)
     x = a["x"].transpose(0, 3, 1, 2) / np.float32(255.0)
     tr = a["is_train"]
     return _normalised("cifar10", x[tr], a["y"][tr], x[~tr], a["y"][~tr], random_crop_flip(4))
+
+
+def decode_jpeg_archive(npz: Path, limit: int | None = None) -> np.ndarray:
+    """Decode the shared archive's concatenated JPEGs into a uint8 array (n, 32, 32, 3)."""
+    from PIL import Image
+
+    a = np.load(npz)
+    data, off = a["data"], a["offsets"]
+    n = len(off) - 1 if limit is None else min(limit, len(off) - 1)
+    return np.stack([np.asarray(Image.open(io.BytesIO(data[off[i]:off[i + 1]].tobytes())).convert("RGB"))
+                     for i in range(n)])
 
 
 def load_cifar_batches(root: Path) -> Data:

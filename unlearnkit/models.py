@@ -15,9 +15,10 @@ from unlearnkit.registry import MODELS
 
 
 @MODELS.register("mlp")
-def mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+def mlp(in_shape: tuple[int, ...], num_classes: int, width: int = 128) -> nn.Module:
+    """Two hidden layers of `width` units."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), width), nn.ReLU(),
+                         nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_classes))
 
 
 @MODELS.register("cnn")
@@ -69,6 +70,7 @@ class ResNet18(nn.Module):
 
 @MODELS.register("resnet18")
 def resnet18(in_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
+    """ResNet-18, CIFAR variant (3x3 stem, no max-pool), stage widths width·(1, 2, 4, 8)."""
     return ResNet18(in_shape[0], num_classes, width)
 
 

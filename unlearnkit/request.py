@@ -89,8 +89,8 @@ class UnlearnRequest:
         if len(bad):
             raise RequestError(f"forget ids out of range [0, {n}): {bad[:5].tolist()}")
         if len(forget.unique()) != len(forget):
-            dup = forget[torch.unique(forget, return_counts=True)[1] > 1][:5]
-            raise RequestError(f"forget ids appear more than once (e.g. {sorted(set(dup.tolist()))})")
+            values, counts = torch.unique(forget, return_counts=True)
+            raise RequestError(f"forget ids appear more than once (e.g. {values[counts > 1][:5].tolist()})")
         if torch.isin(forget, self.excluded).any():
             raise RequestError("some forget ids were already forgotten by an earlier request")
         if len(forget) + len(self.excluded) >= n:

@@ -12,7 +12,7 @@ from unlearnkit.eval.mia import mia_efficacy
 from unlearnkit.request import UnlearnRequest
 
 
-def test_indices(request: UnlearnRequest, test: Dataset) -> torch.Tensor:
+def kept_test_indices(request: UnlearnRequest, test: Dataset) -> torch.Tensor:
     """The test set, minus the classes a class-wise request forgets (SalUn protocol)."""
     labels = labels_of(test)
     keep = ~torch.isin(labels, torch.tensor(request.classes, dtype=torch.long))
@@ -22,7 +22,7 @@ def test_indices(request: UnlearnRequest, test: Dataset) -> torch.Tensor:
 def split_outputs(model: nn.Module, request: UnlearnRequest, test: Dataset) -> dict[str, Outputs]:
     return {"forget": predict(model, request.train, request.forget),
             "retain": predict(model, request.train, request.retain),
-            "test": predict(model, test, test_indices(request, test))}
+            "test": predict(model, test, kept_test_indices(request, test))}
 
 
 def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset,

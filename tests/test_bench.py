@@ -1,0 +1,168 @@
+"""Runner records, resumable grids, reports, the CLI, checkpoints and the Python API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import unlearnkit
+from unlearnkit.bench import report, runner
+from unlearnkit.bench.scenarios import Scenario, prepare
+from unlearnkit.checkpoint import CheckpointError, load_model, save_model
+from unlearnkit.cli import grid_jobs, main
+from unlearnkit.data import ArrayDataset
+
+GRID = """
+seeds = [0, 1]
+[[scenario]]
+dataset = "digits"
+forget = ["random:0.1", "class:3"]
+[scenario.methods."ga@class"]
+lr = 1e-4
+[methods.retrain]
+[methods.ga]
+lr = [1e-3, 1e-2]
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_record_fields_and_retrain_reference(cache):
+    rec = runner.run("ga", {"lr": 1e-3}, Scenario("digits", "random:0.1"), 0, cache)
+    assert rec["method"] == "ga" and rec["hparams"]["lr"] == 1e-3 and rec["seed"] == 0
+    assert set(rec["metrics"]) >= {"UA", "RA", "TA", "MIA", "gap", "seconds", "rte"}
+    ref = runner.run("retrain", {}, Scenario("digits", "random:0.1"), 0, cache)
+    assert ref["metrics"]["gap"] == 0 and ref["metrics"]["rte"] == pytest.approx(1.0)
+    assert rec["metrics"]["rte"] == pytest.approx(rec["metrics"]["seconds"] / ref["metrics"]["seconds"])
+    again = runner.run("ga", {"lr": 1e-3}, Scenario("digits", "random:0.1"), 0, cache)
+    assert {k: again["metrics"][k] for k in ("UA", "RA", "TA", "MIA")} == {k: rec["metrics"][k] for k in ("UA", "RA", "TA", "MIA")}
+
+
+def test_grid_expands_lists_and_overrides(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID)
+    jobs = grid_jobs(tmp_path / "g.toml")
+    assert len(jobs) == 2 * 2 + 2 * 2 * 2 - 2  # class-wise GA override collapses the lr sweep
+    assert {j[1]["lr"] for j in jobs if j[0] == "ga" and j[2].forget == "class:3"} == {1e-4}
+
+
+def test_bench_resumes_without_losing_or_repeating(tmp_path, cache, monkeypatch):
+    (tmp_path / "g.toml").write_text(GRID)
+    jobs = grid_jobs(tmp_path / "g.toml")
+    out = tmp_path / "results.jsonl"
+    real_run, calls = runner.run, []
+
+    def crashing(*args, **kw):
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        calls.append(args[0])
+        return real_run(*args, **kw)
+
+    monkeypatch.setattr(runner, "run", crashing)
+    with pytest.raises(RuntimeError):
+        runner.bench(jobs, out, cache, progress=False)
+    assert len(runner.read_records(out)) == 3
+    monkeypatch.setattr(runner, "run", real_run)
+    with out.open("a") as f:
+        f.write('{"torn": ')  # a torn line from a crash elsewhere must not break resuming
+    records = runner.bench(jobs, out, cache, progress=False)
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(jobs) == len(set(keys))
+
+    table = report.markdown(records)
+    assert table.index("| retrain |") < table.index("| ga(lr=0.001) |")
+    assert "± " in table and "### digits mlp class:3" in table and "**" in table
+    png = report.plot(records, tmp_path / "plot.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_run_with_checkpoint_never_modifies_it(tmp_path, cache, capsys):
+    prepared = prepare(Scenario("digits"), 0, cache)
+    ckpt = tmp_path / "orig.safetensors"
+    save_model(prepared.original, ckpt, {"note": "user model"})
+    before = sha(ckpt)
+    out, saved = tmp_path / "rec.json", tmp_path / "unlearned.safetensors"
+    code = main(["run", "ft", "--checkpoint", str(ckpt), "--epochs", "1", "--cache", str(cache),
+                 "--out", str(out), "--save", str(saved)])
+    assert code == 0 and sha(ckpt) == before
+    assert json.loads(out.read_text())["hparams"]["epochs"] == 1
+    model = prepared.new_model()
+    assert load_model(model, saved)["method"] == "ft"
+    assert main(["run", "ft", "--checkpoint", str(ckpt), "--save", str(ckpt), "--cache", str(cache)]) == 2
+    assert "never overwritten" in capsys.readouterr().err and sha(ckpt) == before
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["run", "ga", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["run", "ga", "--forget", "class:42"], "unknown class"),
+    (["run", "ga", "--checkpoint", "/nonexistent.safetensors"], "checkpoint not found"),
+    (["run", "ga", "--model", "resnet99"], "unknown model"),
+    (["report", "/nonexistent.jsonl"], "no records"),
+    (["bench", "/nonexistent.toml", "--out", "/tmp/x.jsonl"], "grid file not found"),
+])
+def test_cli_errors_are_one_clear_line(argv, msg, capsys, cache):
+    assert main([*argv, "--cache", str(cache)] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, cache, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["run", "ga", "--checkpoint", str(bad), "--cache", str(cache)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    other = tmp_path / "other.safetensors"
+    save_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), other)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_model(prepare(Scenario("digits"), 0, cache).new_model(), other)
+
+
+def test_cli_list_and_help(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in ("retrain", "ft", "ga", "digits", "resnet18"))
+    with pytest.raises(SystemExit):
+        main(["run", "ga", "--help"])
+    assert "--lr" in capsys.readouterr().out
+
+
+def test_python_api_any_module_and_dataset():
+    class Plain(torch.utils.data.Dataset):  # not an ArrayDataset: the generic path
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x, self.y = torch.randn(60, 3, generator=g), torch.randint(0, 3, (60,), generator=g)
+
+        def __len__(self):
+            return 60
+
+        def __getitem__(self, i):
+            return self.x[i], int(self.y[i])
+
+    net = nn.Linear(3, 3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = unlearnkit.unlearn(net, Plain(), [0, 1, 2], "ga", lr=0.1, epochs=2)
+    assert all(torch.equal(net.state_dict()[k], before[k]) for k in before)  # the user's model is untouched
+    assert not torch.equal(out.weight, net.weight)
+    with pytest.raises(ValueError, match="outputs"):
+        unlearnkit.unlearn(nn.Linear(3, 5), Plain(), [0], "ga")
+    with pytest.raises(KeyError, match="unknown method"):
+        unlearnkit.unlearn(net, Plain(), [0], "nope")
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        unlearnkit.unlearn(net, Plain(), [0], "ga", wat=1)
+
+
+def test_user_data_through_array_dataset():
+    ds = ArrayDataset(torch.randn(10, 2), torch.arange(10) % 2)
+    req = unlearnkit.make_request(nn.Linear(2, 2), ds, [0, 1])
+    assert req.num_classes == 2 and len(req.retain) == 8

@@ -1,0 +1,5 @@
+import sys
+
+from unlearnkit.cli import main
+
+sys.exit(main())

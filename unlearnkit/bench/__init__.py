@@ -1,0 +1,1 @@
+"""Benchmarks: scenarios (data + model + forget rule), a resumable runner, and reports."""

@@ -1,0 +1,99 @@
+"""Records -> paper-style tables (mean ± std over seeds, Retrain first, Avg. Gap) and plots.
+
+Tables and plots come from the records file alone, never from live objects."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (("UA", "UA"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA"), ("gap", "Avg. Gap"), ("rte", "RTE"))
+
+
+def label(record: dict[str, Any], varying: set[str]) -> str:
+    """The method name, plus the hyper-parameters that differ between its runs in this report."""
+    h = record["hparams"]
+    extra = ",".join(f"{k}={h[k]}" for k in sorted(varying))
+    return f"{record['method']}({extra})" if extra else record["method"]
+
+
+def group(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """scenario -> method label -> records (one per seed)."""
+    varying: dict[str, set[str]] = defaultdict(set)
+    first: dict[str, dict[str, Any]] = {}
+    for r in records:
+        ref = first.setdefault(r["method"], r["hparams"])
+        varying[r["method"]] |= {k for k in r["hparams"] if r["hparams"][k] != ref.get(k)}
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        out[r["scenario"]][label(r, varying[r["method"]])].append(r)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def order(labels: list[str]) -> list[str]:
+    rank = {n: i for i, n in enumerate(["retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "scrub", "bs", "be"])}
+    return sorted(labels, key=lambda l: (rank.get(l.split("(")[0], len(rank)), l))
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """One table per scenario: mean ± std over seeds; the smallest Avg. Gap (not Retrain) in bold."""
+    parts = []
+    for scenario, methods in group(records).items():
+        rows, gaps = [], {}
+        for name in order(list(methods)):
+            recs = methods[name]
+            cells = []
+            for key, _ in COLUMNS:
+                m, s = mean_std([r["metrics"][key] for r in recs])
+                cells.append(f"{m:.2f} ± {s:.2f}")
+            if not name.startswith("retrain"):
+                gaps[name] = mean_std([r["metrics"]["gap"] for r in recs])[0]
+            rows.append([name, *cells, str(len(recs))])
+        best = min(gaps, key=gaps.get) if gaps else None
+        header = "| method | " + " | ".join(c for _, c in COLUMNS) + " | seeds |"
+        lines = [f"### {scenario}", "", header, "|" + "---|" * (len(COLUMNS) + 2)]
+        for row in rows:
+            if row[0] == best:
+                row[5] = f"**{row[5]}**"
+            lines.append("| " + " | ".join(row) + " |")
+        retrain_s = [r["retrain_seconds"] for recs in methods.values() for r in recs]
+        lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average; RTE = method seconds / Retrain seconds."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> Path:
+    """Avg. Gap vs RTE (log scale) for every method, one panel per scenario, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group(records)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, (scenario, methods) in zip(axes[0], groups.items()):
+        for name in order(list(methods)):
+            recs = methods[name]
+            x, xs = mean_std([max(r["metrics"]["rte"], 1e-4) for r in recs])
+            y, ys = mean_std([r["metrics"]["gap"] for r in recs])
+            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt="o", capsize=3)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("time / Retrain time")
+        ax.set_ylabel("Avg. Gap to Retrain (lower is better)")
+        ax.set_title(scenario, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+

@@ -1,0 +1,120 @@
+"""Run one method on one scenario and seed into a flat record; run grids into a resumable JSONL."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+import unlearnkit
+from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
+from unlearnkit.checkpoint import atomic_write, digest
+from unlearnkit.eval.evaluate import evaluate
+from unlearnkit.eval.metrics import avg_gap
+from unlearnkit.registry import METHODS
+
+
+def method_from(name: str, hparams: dict[str, Any]) -> Any:
+    """The registered method `name` with `hparams` (unknown fields give a clear error)."""
+    cls = METHODS[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(hparams) - known
+    if unknown:
+        raise ValueError(f"{name} has no hyper-parameter {sorted(unknown)}; it has {sorted(known)}")
+    return cls(**hparams)
+
+
+_REFERENCE_METRICS: dict[str, dict[str, float]] = {}
+
+
+def reference(prepared: Prepared, cache: Path | None = None,
+              extra_signals: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict, dict[str, float]]:
+    """The Retrain model for this request (trained once per forget set and seed, then cached),
+    its sidecar (with the training seconds) and its metrics."""
+    request = prepared.request
+    key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
+    model = prepared.new_model()
+    meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
+    metrics_key = digest(key, extra_signals)
+    if metrics_key not in _REFERENCE_METRICS:
+        _REFERENCE_METRICS[metrics_key] = evaluate(model, request, prepared.test, extra_signals)
+    return model, meta, dict(_REFERENCE_METRICS[metrics_key])
+
+
+def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache: Path | None = None,
+        extra_signals: tuple[str, ...] = (), keep_model: bool = False) -> dict[str, Any]:
+    """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain."""
+    method = method_from(name, hparams)
+    prepared = prepare(scenario, seed, cache)
+    ref_model, ref_meta, ref_metrics = reference(prepared, cache, extra_signals)
+    if name == "retrain" and not hparams:
+        model, seconds, metrics = ref_model, ref_meta["seconds"], dict(ref_metrics)
+    else:
+        model = copy.deepcopy(prepared.original)
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        method(model, prepared.request)
+        seconds = time.perf_counter() - start
+        metrics = evaluate(model, prepared.request, prepared.test, extra_signals)
+    metrics.update(gap=avg_gap(metrics, ref_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"])
+    record = {
+        "key": record_key(name, hparams, scenario, seed),
+        "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
+        "scenario_spec": scenario.as_dict(), "seed": seed, "metrics": metrics,
+        "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__, "env": environment(),
+    }
+    if keep_model:
+        record["_model"] = model
+    return record
+
+
+def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int) -> str:
+    return digest(name, dataclasses.asdict(method_from(name, hparams)), scenario.as_dict(), seed)
+
+
+def environment() -> dict[str, str]:
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "threads": str(torch.get_num_threads()),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSONL file; a torn last line (a crash mid-write elsewhere) is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one record, atomically: the file is rewritten via a temp file and a rename."""
+    old = path.read_text() if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    atomic_write(path, (old + json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, cache: Path | None = None,
+          progress: bool = True) -> list[dict[str, Any]]:
+    """Run every (method, hparams, scenario, seed) whose key is not yet in `out`; resumable."""
+    from tqdm import tqdm
+
+    jobs = list(grid)
+    done = {r["key"] for r in read_records(out)}
+    todo = [j for j in jobs if record_key(j[0], j[1], j[2], j[3]) not in done]
+    bar = tqdm(todo, desc="unlearnkit bench", unit="run", disable=not progress)
+    for name, hparams, scenario, seed in bar:
+        bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
+        append_record(out, run(name, hparams, scenario, seed, cache))
+    return read_records(out)

@@ -1,0 +1,132 @@
+"""A scenario is data + model + training recipe + forget rule; `prepare` turns one into a request,
+a test set and the original model, training (and caching) the original only once."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unlearnkit.checkpoint import cache_dir, digest, load_model, save_model
+from unlearnkit.data import ArrayDataset
+from unlearnkit.datasets import Data, holdout, load_data
+from unlearnkit.models import build_model, num_outputs
+from unlearnkit.request import UnlearnRequest, parse_forget
+from unlearnkit.train import Recipe, train_model
+
+DEFAULT_MODEL = {"digits": ("mlp", None), "fashion-mnist": ("cnn", 16), "mnist": ("cnn", 16), "cifar10": ("resnet18", 16)}
+DEFAULT_RECIPE = {
+    "digits": Recipe(epochs=30, lr=0.05, batch_size=64),
+    "fashion-mnist": Recipe(epochs=8, lr=0.05, batch_size=128),
+    "mnist": Recipe(epochs=5, lr=0.05, batch_size=128),
+    "cifar10": Recipe(epochs=30, lr=0.1, batch_size=128),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to unlearn from what.
+
+    Args:
+        dataset: a built-in dataset name or FORMAT:PATH (see `unlearnkit.datasets`).
+        forget: forget rule: random:F, class:C[,C], subclass:C:F or ids:FILE.
+        model: model name (mlp, cnn, resnet18); default depends on the dataset.
+        width: model width knob (hidden units / channels); default depends on the dataset.
+        recipe: how the original (and Retrain) are trained; default depends on the dataset.
+        val_fraction: share of the training data held out (never trained on) as `request.val`.
+        checkpoint: optional path of a user's trained original (safetensors); never modified.
+    """
+
+    dataset: str = "digits"
+    forget: str = "random:0.1"
+    model: str | None = None
+    width: int | None = None
+    recipe: Recipe | None = None
+    val_fraction: float = 0.1
+    checkpoint: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset} {self.model_name}{self.model_width or ''} {self.forget}"
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODEL.get(self.dataset, ("mlp", None))[0]
+
+    @property
+    def model_width(self) -> int | None:
+        return self.width if self.width is not None else DEFAULT_MODEL.get(self.dataset, (None, None))[1]
+
+    @property
+    def train_recipe(self) -> Recipe:
+        return self.recipe or DEFAULT_RECIPE.get(self.dataset, Recipe())
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "model": self.model_name, "width": self.model_width, "recipe": asdict(self.train_recipe)}
+
+
+@dataclass
+class Prepared:
+    scenario: Scenario
+    data: Data
+    request: UnlearnRequest
+    test: ArrayDataset
+    original: nn.Module
+    original_meta: dict = field(default_factory=dict)
+
+    def new_model(self) -> nn.Module:
+        kw = {} if self.scenario.model_width is None else {"width": self.scenario.model_width}
+        return build_model(self.scenario.model_name, self.data.in_shape, self.data.num_classes, **kw)
+
+
+@functools.lru_cache(maxsize=4)
+def _data(spec: str, val_fraction: float) -> tuple[Data, ArrayDataset, ArrayDataset]:
+    data = load_data(spec)
+    train, val = holdout(data.train, val_fraction, seed=0)
+    return data, train, val
+
+
+def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepared:
+    """Load the data, build the seed's request, and get the original model (trained once, cached)."""
+    data, train, val = _data(scenario.dataset, scenario.val_fraction)
+    ids, classes = parse_forget(scenario.forget, train.y, seed)
+    request = UnlearnRequest(train, ids, data.num_classes, val=val, augment=data.augment, seed=seed,
+                             recipe=scenario.train_recipe, classes=classes)
+    prepared = Prepared(scenario, data, request, data.test, nn.Identity())
+    model = prepared.new_model()
+    if scenario.checkpoint:
+        prepared.original_meta = load_model(model, Path(scenario.checkpoint))
+    else:
+        prepared.original_meta = cached_training(model, "original", original_key(scenario), cache,
+                                                 lambda m: train_model(m, train, torch.arange(len(train)),
+                                                                       scenario.train_recipe, 0, data.augment))
+    outputs = num_outputs(model, train.x)
+    if outputs != data.num_classes:
+        raise ValueError(f"the model has {outputs} outputs but {scenario.dataset} has {data.num_classes} classes")
+    prepared.original = model
+    return prepared
+
+
+def original_key(s: Scenario) -> str:
+    return digest("original", s.dataset, s.model_name, s.model_width, asdict(s.train_recipe), s.val_fraction)
+
+
+def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:
+    """Load `model` from the cache under `key`, or train it with `train(model)` and save it.
+
+    The sidecar records the wall-clock seconds the training took, so ratios to Retrain stay
+    meaningful when Retrain itself comes from the cache."""
+    path = (cache or cache_dir()) / "models" / f"{kind}-{key}.safetensors"
+    if path.is_file():
+        return load_model(model, path)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    train(model)
+    meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, path, meta)
+    return meta

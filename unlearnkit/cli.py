@@ -1,0 +1,181 @@
+"""`unlearnkit list | run | bench | report`: flags are generated from each method's dataclass fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tomllib
+import typing
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from unlearnkit import methods as _methods  # noqa: F401  (registers every method)
+from unlearnkit.bench import report as reporting
+from unlearnkit.bench.runner import bench, read_records, run
+from unlearnkit.bench.scenarios import Scenario
+from unlearnkit.checkpoint import atomic_write, save_model
+from unlearnkit.registry import DATASETS, METHODS, MODELS
+
+SCENARIO_FLAGS = ("dataset", "forget", "model", "width", "checkpoint")
+
+
+def first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n", 1)[0]
+
+
+def parse_value(text: str, hint: Any) -> Any:
+    """Turn a flag's text into the field's type (int, float, bool, str, Optional, or JSON)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        if text.lower() == "none":
+            return None
+        hint = args[0] if len(args) == 1 else hint
+    if hint is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    if hint in (int, float, str):
+        return hint(text)
+    if typing.get_origin(hint) is typing.Literal:
+        if text not in typing.get_args(hint):
+            raise argparse.ArgumentTypeError(f"expected one of {typing.get_args(hint)}, got {text!r}")
+        return text
+    return json.loads(text)
+
+
+def field_parser(parser: argparse.ArgumentParser, cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    doc = cls.__doc__ or ""
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        help_line = next((ln.split(":", 1)[1].strip() for ln in doc.splitlines()
+                          if ln.strip().startswith(f"{f.name}:")), "")
+        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"hp_{f.name}", default=argparse.SUPPRESS,
+                            type=lambda t, h=hints[f.name]: parse_value(t, h),
+                            help=f"{help_line} [default: {default}]")
+
+
+def scenario_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("scenario")
+    g.add_argument("--dataset", default="digits", help=f"built-in ({', '.join(DATASETS.names())}) or FORMAT:PATH")
+    g.add_argument("--forget", default="random:0.1", help="random:F | class:C[,C] | subclass:C:F | ids:FILE")
+    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: per dataset)")
+    g.add_argument("--width", type=int, default=None, help="model width (default: per dataset)")
+    g.add_argument("--checkpoint", default=None, help="a trained original (safetensors); never modified")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--cache", type=Path, default=None, help="model cache (default $UNLEARNKIT_CACHE or ~/.cache/unlearnkit)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unlearnkit", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list methods, datasets and models")
+    run_p = sub.add_parser("run", help="run one method on one scenario and seed")
+    methods = run_p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name in METHODS.names():
+        cls = METHODS[name]
+        mp = methods.add_parser(name, help=first_line(cls.__doc__), description=cls.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        scenario_args(mp)
+        mp.add_argument("--out", type=Path, default=None, help="write the record (JSON) here")
+        mp.add_argument("--save", type=Path, default=None, help="save the unlearned model (safetensors) here")
+        field_parser(mp, cls)
+    b = sub.add_parser("bench", help="run a grid (TOML) into a resumable JSONL, then report")
+    b.add_argument("grid", type=Path)
+    b.add_argument("--out", type=Path, required=True, help="results JSONL (appended; finished runs are skipped)")
+    b.add_argument("--cache", type=Path, default=None)
+    b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
+    b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
+    r = sub.add_parser("report", help="render tables (and a plot) from a results JSONL")
+    r.add_argument("results", type=Path)
+    r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
+    r.add_argument("--plot", type=Path, default=None)
+    return p
+
+
+def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
+    """methods × hyper-parameter lists × scenarios × seeds from a TOML grid (see benchmarks/*.toml)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file not found: {path}")
+    grid = tomllib.loads(path.read_text())
+    seeds = grid.get("seeds", [0])
+    jobs = []
+    for sc in grid.get("scenario", []):
+        sc = dict(sc)
+        overrides = sc.pop("methods", {})
+        forgets = sc.pop("forget", ["random:0.1"])
+        for forget in [forgets] if isinstance(forgets, str) else forgets:
+            scenario = Scenario(forget=forget, **sc)
+            for name, hp in grid.get("methods", {}).items():
+                METHODS[name]
+                hp = {**hp, **overrides.get(name, {}), **overrides.get(f"{name}@{forget.split(':')[0]}", {})}
+                if hp.pop("skip", False):
+                    continue
+                keys = list(hp)
+                for values in product(*[hp[k] if isinstance(hp[k], list) else [hp[k]] for k in keys]):
+                    for seed in seeds:
+                        jobs.append((name, dict(zip(keys, values)), scenario, seed))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # one clear line, no traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"unlearnkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("models", MODELS)):
+            print(f"{title}:")
+            for n in reg.names():
+                obj = reg[n]
+                doc = reg.meta(n).get("doc") or first_line(obj.__doc__)
+                print(f"  {n:14s} {doc}")
+        return 0
+    if args.command == "run":
+        hparams = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_")}
+        scenario = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
+        if args.save and args.checkpoint and args.save.resolve() == Path(args.checkpoint).resolve():
+            raise ValueError("--save must not be the --checkpoint path: the original is never overwritten")
+        record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save))
+        model = record.pop("_model", None)
+        if args.save:
+            save_model(model, args.save, {"method": args.method, "hparams": record["hparams"], "scenario": scenario.name})
+        print(json.dumps({k: record[k] for k in ("method", "scenario", "seed", "hparams", "metrics")}, indent=1))
+        if args.out:
+            atomic_write(args.out, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+        return 0
+    if args.command == "bench":
+        records = bench(grid_jobs(args.grid), args.out, args.cache)
+        return emit(records, args.report, args.plot)
+    records = read_records(args.results)
+    if not records:
+        raise ValueError(f"no records in {args.results}")
+    return emit(records, args.out, args.plot, print_table=args.out is None)
+
+
+def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print_table: bool = True) -> int:
+    table = reporting.markdown(records)
+    if print_table:
+        print(table)
+    if md:
+        atomic_write(md, table.encode())
+    if png:
+        reporting.plot(records, png)
+    return 0
+

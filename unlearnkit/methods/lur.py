@@ -1,0 +1,157 @@
+"""LUR: Learning to Unlearn while Retaining (Patel & Qiu, ICCV 2025, arXiv 2503.06339), reconstructed.
+
+No code was released and only the abstract was available, so every choice below is a reconstruction
+(specs/ltu-lur-pgu.md §3), unverified, and exposed as a field:
+
+- Lookahead objective (`inner`). "retain" (default, spec candidate A): θ' = θ − α∇L_r(θ; B_r) and
+  J = w_r L_r(θ; B_r) + w_u L_u(θ'; B_f). "forget" (candidate B): θ' = θ − α∇L_u(θ; B_f) and
+  J = w_u L_u(θ; B_f) + w_r L_r(θ'; B_r). To first order J ≈ w_r L_r + w_u L_u − α w·⟨g_u, g_r⟩: the
+  implicit regulariser that rewards non-conflicting gradients.
+- True gradient of J (`first_order=False`): for A, ∇J = w_r g_r + w_u (I − α H_r) g_u(θ'), the
+  Hessian-vector product by double backward; `first_order=True` drops the α H term.
+- Unlearning loss L_u (`forget_loss`): "random_label" (SalUn's RL: CE to uniformly drawn labels, the
+  true one included) or "ascent" (−CE). L_r is CE on the retain batch.
+- Batches: each forget batch with a random retain batch, `epochs` passes over D_f (SHs/SalUn).
+- Optional trimming pre-step, off by default (`trim_sparsity`): Scissorhands' SNIP step. Saliency
+  |∇_w CE(one forget batch) · w|; entries above the `trim_sparsity` quantile of the eligible
+  parameters are re-initialised (Kaiming-uniform weights, zero biases). SHs takes the quantile over
+  all parameters, BN included; here it is over the eligible ones (`trim_layers`, BN never).
+- BatchNorm: only forwards at θ on retain data update running statistics; forget-set and lookahead
+  forwards go through `loop.call` (copied buffers).
+- Defaults borrowed from the SHs/SalUn protocol (not LUR's own): 10 epochs, SGD lr 5e-3, momentum
+  0.9, weight decay 5e-4, batch 256, SNIP sparsity 0.97 (CIFAR-10) when trimming. α = lr (MLDG
+  convention) and w_r = w_u = 1 are guesses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unlearnkit import transforms as T
+from unlearnkit.loop import call, device_of, fit, grads_of, trainable
+from unlearnkit.registry import METHODS
+from unlearnkit.request import Batch, Pair, UnlearnRequest
+from unlearnkit.transforms import Params
+
+
+@METHODS.register("lur")
+@dataclass(frozen=True)
+class LUR:
+    """Minimise a forget/retain lookahead objective whose gradient carries an implicit anti-conflict term.
+
+    Args:
+        inner: which loss takes the virtual step: "retain" (candidate A) or "forget" (candidate B).
+        forget_loss: the unlearning loss L_u: "random_label" or "ascent".
+        inner_lr: α, the virtual step size.
+        w_retain: w_r, the weight of the retention loss.
+        w_forget: w_u, the weight of the unlearning loss.
+        first_order: treat the virtual step's gradient as a constant (no Hessian-vector product).
+        epochs: passes over the forget set (each forget batch paired with a random retain batch).
+        lr: outer SGD learning rate.
+        momentum: outer SGD momentum.
+        weight_decay: outer SGD weight decay.
+        batch_size: batch size of both the forget and the retain batches.
+        trim_sparsity: if set, SNIP-trim before training: re-initialise the (1 − trim_sparsity)
+            most forget-salient entries of the eligible parameters. None (default) skips trimming.
+        trim_layers: name prefixes of the modules eligible for trimming (e.g. ("layer3", "layer4",
+            "fc") as in SHs on CIFAR-10); empty means every Conv and Linear layer.
+    """
+
+    inner: Literal["retain", "forget"] = "retain"
+    forget_loss: Literal["random_label", "ascent"] = "random_label"
+    inner_lr: float = 5e-3
+    w_retain: float = 1.0
+    w_forget: float = 1.0
+    first_order: bool = False
+    epochs: int = 10
+    lr: float = 5e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    trim_sparsity: float | None = None
+    trim_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.inner not in ("retain", "forget"):
+            raise ValueError(f"inner must be 'retain' or 'forget', got {self.inner!r}")
+        if self.forget_loss not in ("random_label", "ascent"):
+            raise ValueError(f"forget_loss must be 'random_label' or 'ascent', got {self.forget_loss!r}")
+        if self.inner_lr < 0 or self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("need inner_lr >= 0, lr > 0, epochs >= 1 and batch_size >= 1")
+        if self.trim_sparsity is not None and not 0 < self.trim_sparsity < 1:
+            raise ValueError(f"trim_sparsity must be in (0, 1) or None, got {self.trim_sparsity}")
+
+    def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        if self.trim_sparsity is not None:
+            first = next(request.batches("forget", self.batch_size, augment=False, salt=11))
+            snip_trim(model, first, self.trim_sparsity, self.trim_layers, request.generator(11))
+        gen = request.generator(13)
+
+        def loss(pair: Pair) -> Tensor:
+            y = pair.forget.y
+            if self.forget_loss == "random_label":
+                y = torch.randint(request.num_classes, y.shape, generator=gen).to(y.device)
+            return self.objective(model, pair, y)
+
+        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+        return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx)
+
+    def objective(self, model: nn.Module, pair: Pair, forget_targets: Tensor) -> Tensor:
+        """J on one pair; `forget_targets` are the labels L_u uses (random ones for "random_label")."""
+        params, f, r = trainable(model), pair.forget, pair.retain
+        sign = -1.0 if self.forget_loss == "ascent" else 1.0
+
+        def unlearn(p: Params) -> Tensor:
+            return sign * F.cross_entropy(call(model, p, f.x), forget_targets)
+
+        if self.inner == "retain":
+            retain = F.cross_entropy(model(r.x), r.y)  # at θ: the one forward allowed to move BN stats
+            fast = lookahead(retain, params, self.inner_lr, self.first_order)
+            return self.w_retain * retain + self.w_forget * unlearn(fast)
+        forget = unlearn(params)
+        fast = lookahead(forget, params, self.inner_lr, self.first_order)
+        return self.w_forget * forget + self.w_retain * F.cross_entropy(call(model, fast, r.x), r.y)
+
+
+def lookahead(loss: Tensor, params: Params, lr: float, first_order: bool) -> Params:
+    """θ' = θ − lr ∇loss, like `loop.virtual_step`, but keeping `loss`'s graph so the same loss can
+    also enter the objective (`virtual_step(first_order=True)` frees it)."""
+    grads = torch.autograd.grad(loss, list(params.values()), retain_graph=True,
+                                create_graph=not first_order, allow_unused=True)
+    return {k: p if g is None else p - lr * (g.detach() if first_order else g)
+            for (k, p), g in zip(params.items(), grads)}
+
+
+def snip_trim(model: nn.Module, batch: Batch, sparsity: float, layers: tuple[str, ...],
+              gen: torch.Generator) -> None:
+    """Re-initialise the eligible parameter entries whose |grad · w| on `batch` is above the
+    `sparsity` quantile (Scissorhands' SNIP step): Kaiming-uniform weights, zero biases."""
+    eligible = trimmable(model, layers)
+    if not eligible:
+        raise ValueError(f"no Conv/Linear layer matches trim_layers={layers}")
+    device = device_of(model)
+    model.eval()
+    grads = grads_of(F.cross_entropy(model(batch.x.to(device)), batch.y.to(device)), eligible)
+    scores = {k: (grads[k] * p).abs().detach() for k, p in eligible.items()}
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    cutoff = flat.kthvalue(max(1, int(sparsity * flat.numel()))).values
+    with torch.no_grad():
+        for k, p in eligible.items():
+            fresh = torch.zeros_like(p)
+            if p.dim() > 1:
+                fresh = nn.init.kaiming_uniform_(torch.empty(p.shape), a=math.sqrt(5), generator=gen).to(p)
+            p.copy_(torch.where(scores[k] > cutoff, fresh, p))
+
+
+def trimmable(model: nn.Module, layers: tuple[str, ...]) -> Params:
+    """The parameters of the Conv and Linear modules whose name starts with one of `layers` (all if empty)."""
+    return {f"{name}.{p_name}" if name else p_name: p
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and (not layers or name.startswith(layers))
+            for p_name, p in module.named_parameters(recurse=False) if p.requires_grad}

@@ -1,0 +1,63 @@
+"""NegGrad+: descend on the retain set and ascend on the forget set in one weighted loss.
+
+Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023 (the baseline introduced next
+to SCRUB). Every step pairs a retain batch with a batch from an endless, reshuffled forget stream
+and minimises
+
+    L = β · CE(D_r batch) − (1 − β) · CE(D_f batch).
+
+An epoch is one pass over the retain set (the forget set is cycled), as in the SCRUB notebooks'
+`negative_grad` loop. Not in specs/baselines.md; defaults follow a third-party port of that
+notebook (β = 0.95, 10 epochs, SGD lr 0.01 m=0.9, batch 256), except weight decay, set to the
+SalUn-protocol 5e-4 shared by every baseline here (the port uses none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnkit import transforms as T
+from unlearnkit.loop import fit
+from unlearnkit.registry import METHODS
+from unlearnkit.request import UnlearnRequest
+
+
+@METHODS.register("neggrad+")
+@dataclass(frozen=True)
+class NegGradPlus:
+    """Minimise β·CE on retain batches minus (1 − β)·CE on paired forget batches.
+
+    Args:
+        beta: weight of the retain loss; the forget loss is ascended with weight 1 − beta.
+        epochs: passes over the retain set (the forget batches cycle alongside).
+        lr: SGD learning rate (constant).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        batch_size: size of each retain batch and each forget batch.
+    """
+
+    beta: float = 0.95
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+
+    def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+
+        def loss(pair):
+            retain = F.cross_entropy(model(pair.retain.x), pair.retain.y)
+            forget = F.cross_entropy(model(pair.forget.x), pair.forget.y)
+            return self.beta * retain - (1 - self.beta) * forget
+
+        return fit(model, request.pairs(self.batch_size, self.epochs, anchor="retain"), loss, tx)

@@ -1,0 +1,232 @@
+"""PGU: Projected-Gradient Unlearning.
+
+Hoang, Rana, Gupta, Venkatesh, "Learn to Unlearn for Deep Neural Networks: Minimizing Unlearning
+Interference with Gradient Projection", WACV 2024; official code hnanhtuan/projected_gradient_unlearning
+(`unlearn.py`, `unlearn_class.py`, `utils/unlearn_utils.py`). Spec: specs/ltu-lur-pgu.md §1.
+
+Train on the forget set only, with L = loss1_w·mean −log(1 − (p_y − offset)) + loss2_w·mean Σ p log p,
+and project every weight update out of the subspace spanned by that layer's retain inputs, so no
+retain data is needed: C_retain = C_full − C_forget (see `unlearnkit.subspace`). Choices:
+
+- The projection is the last edit before the mask, after momentum and weight decay
+  (chain(sgd, project_out, mask)), so the guarantee holds for any momentum. Only the weights of
+  projected layers move: biases, norm affine params, other layers and τ = 1 layers are frozen.
+  BatchNorm runs in eval mode during unlearning (running stats frozen); Dropout stays active.
+- Statistics: one mode for both passes (eval, no augmentation; official: augmented full pass).
+  C_full is computed once per (weights, dataset, excluded ids) and kept in an in-process cache
+  (and in `stats_path` if set). After a request, C_full − C_forget is cached under the unlearned
+  model's weights and the enlarged excluded set, so `request.then(...)` on the returned model uses
+  the updated statistics (official `current_svd`). Without a cache hit, C_full is computed over all
+  non-excluded training samples with the current model. C is stored, not its SVD (C = U S² Uᵀ).
+- `epochs` counts training passes; epoch 0 only evaluates (official). The lr of pass e is
+  lr_start·γ^e with γ = (lr_end/lr_start)^(1/epochs), so the last pass runs at lr_end.
+- stop="val_gap" (unlearn.py): stop at the first epoch where val acc − forget acc > 0 and keep
+  that epoch or the previous one, whichever has the smaller |gap| (ties: previous). If the gap is
+  already > 0 before training, the model is returned unchanged (official: exits). Forget accuracy
+  is that of this request's forget set (official: all ids forgotten so far).
+  stop="retain_drop" (unlearn_class.py): stop when accuracy on a fixed retain subsample drops more
+  than `early_stop_thres` points below its epoch-0 value, keeping that epoch's model (official).
+  stop="auto": val_gap when the request is not class-wise and has `val`, else retain_drop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unlearnkit import transforms as T
+from unlearnkit.eval.metrics import accuracy, predict
+from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
+from unlearnkit.registry import METHODS
+from unlearnkit.request import UnlearnRequest
+from unlearnkit.subspace import (Stats, covariance, full_statistics, load_statistics, projected_layers, retain_bases,
+                                 save_statistics, statistics_key, weight_name)
+
+STOPS = ("auto", "val_gap", "retain_drop", "none")
+MIN_RETAIN_EVAL = 1000  # floor of the retain subsample that "retain_drop" evaluates
+
+
+@METHODS.register("pgu")
+@dataclass(frozen=True)
+class PGU:
+    """Forget-set-only descent on PGU's loss, each weight update projected out of its retain input subspace.
+
+    Args:
+        tau: energy threshold τ of the retain basis, for every projected layer (1.0 freezes the layer).
+        layer_tau: per-layer τ overrides as (module name, τ) pairs, e.g. (("fc", 0.9),).
+        energy: "sigma" thresholds cumulative singular values σ = sqrt(λ) (official), "sigma2" λ (GPM).
+        k_plus_one: keep one more direction than count(ratio ≤ τ) (official class-removal script).
+        lr_start: learning rate of the first pass.
+        lr_end: learning rate of the last pass (exponential decay per epoch in between).
+        epochs: maximum number of passes over the forget set.
+        loss1_w: weight of −log(1 − (p_y − offset)).
+        loss2_w: weight of Σ p log p (negative entropy).
+        offset: shift of the true-class probability in the first loss term.
+        momentum: SGD momentum (0 as the official code; the projection follows it either way).
+        weight_decay: SGD weight decay (projected too, so it never moves retain outputs).
+        batch_size: forget batch size, also used for the statistics passes.
+        shuffle: reshuffle the forget set every epoch (official: off for samples, on for classes).
+        stop: "auto", "val_gap" (needs request.val), "retain_drop" or "none".
+        early_stop_thres: retain accuracy drop (points) that stops "retain_drop".
+        retain_eval: size of the "retain_drop" subsample, as a multiple of the forget-set size
+            (at least MIN_RETAIN_EVAL samples), so its cost follows the forget set.
+        stats_path: optional safetensors file of the full statistics, loaded when it was saved
+            for this model, dataset and excluded set, else computed and written there.
+    """
+
+    tau: float = 0.95
+    layer_tau: tuple[tuple[str, float], ...] = ()
+    energy: str = "sigma"
+    k_plus_one: bool = False
+    lr_start: float = 0.05
+    lr_end: float = 0.01
+    epochs: int = 100
+    loss1_w: float = 1.0
+    loss2_w: float = 0.2
+    offset: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    shuffle: bool = False
+    stop: str = "auto"
+    early_stop_thres: float = 5.0
+    retain_eval: float = 1.0
+    stats_path: str | None = None
+
+    def __post_init__(self) -> None:
+        taus = [self.tau, *(t for _, t in self.layer_tau)]
+        if not all(0.0 <= t <= 1.0 for t in taus):
+            raise ValueError(f"every τ must be in [0, 1], got {taus}")
+        if self.energy not in ("sigma", "sigma2"):
+            raise ValueError(f"energy must be 'sigma' or 'sigma2', got {self.energy!r}")
+        if self.stop not in STOPS:
+            raise ValueError(f"stop must be one of {STOPS}, got {self.stop!r}")
+        if min(self.lr_start, self.lr_end) <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("lr_start, lr_end, epochs and batch_size must be positive")
+        if self.offset < 0 or self.retain_eval <= 0 or not 0 <= self.momentum < 1:
+            raise ValueError("need offset >= 0, retain_eval > 0 and 0 <= momentum < 1")
+
+    def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        monitor = self._monitor(request)
+        device = device_of(model)
+        c_full = cached_statistics(model, request, self.batch_size, self.stats_path)
+        c_forget = covariance(model, (b.x for b in request.batches("forget", self.batch_size, shuffle=False,
+                                                                                augment=False)))
+        c_retain = {k: c_full[k].to(device) - c for k, c in c_forget.items()}
+        params = trainable(model)
+        bases = {k: b for k, b in retain_bases(c_retain, self._taus(model), self.energy, self.k_plus_one).items()
+                 if k in params}
+        frozen = {k: torch.zeros((), device=device) for k in params if k not in bases}
+        per_epoch = math.ceil(len(request.forget) / self.batch_size)
+        gamma = (self.lr_end / self.lr_start) ** (1 / self.epochs)
+        tx = T.chain(T.sgd(lambda step: self.lr_start * gamma ** (1 + step // per_epoch), self.momentum,
+                           self.weight_decay), T.project_out(bases), T.mask(frozen))
+        state, epoch, stopped = tx.init(params), 0, monitor(model, bases)
+        while not stopped and epoch < self.epochs:
+            epoch += 1
+            model.train()
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()  # running statistics stay frozen; Dropout stays active
+            for b in request.batches("forget", self.batch_size, 1, self.shuffle, augment=False, salt=epoch):
+                b = b.to(device)
+                updates, state = tx.update(grads_of(self.loss(model(b.x), b.y), params), state, params)
+                apply_updates(params, updates)
+            stopped = monitor(model, bases)
+        _remember(statistics_key(model, request.train, torch.cat([request.excluded, request.forget])), c_retain)
+        return model
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The official loss: loss1_w·mean −log(1 − (p_y − offset)) + loss2_w·mean Σ p log p."""
+        logp = logits.log_softmax(-1)
+        p_y = logp.gather(1, y[:, None]).squeeze(1).exp()
+        l1 = -(1 - (p_y - self.offset)).clamp_min(1e-12).log().mean()
+        l2 = (logp.exp() * logp).sum(-1).mean()
+        return self.loss1_w * l1 + self.loss2_w * l2
+
+    def _taus(self, model: nn.Module) -> dict[str, float]:
+        layers = projected_layers(model)
+        unknown = {name for name, _ in self.layer_tau} - set(layers)
+        if unknown:
+            raise ValueError(f"layer_tau names {sorted(unknown)} are not projected layers; known: {sorted(layers)}")
+        overrides = dict(self.layer_tau)
+        return {weight_name(n): overrides.get(n, self.tau) for n in layers}
+
+    def _monitor(self, request: UnlearnRequest):
+        stop = self.stop
+        if stop == "auto":
+            stop = "val_gap" if not request.classes and request.val is not None else "retain_drop"
+        if stop == "val_gap":
+            if request.val is None:
+                raise ValueError("stop='val_gap' needs request.val (held-out data); use 'retain_drop' or 'none'")
+            return ValGap(request)
+        if stop == "retain_drop":
+            n = min(len(request.retain), max(MIN_RETAIN_EVAL, round(self.retain_eval * len(request.forget))))
+            pick = torch.randperm(len(request.retain), generator=request.generator(11))[:n]
+            return RetainDrop(request, request.retain[pick], self.early_stop_thres)
+        return lambda model, bases: False
+
+
+class ValGap:
+    """After each epoch: stop once val acc − forget acc > 0; keep this or the previous epoch's weights."""
+
+    def __init__(self, request: UnlearnRequest) -> None:
+        self.request, self.prev_gap, self.prev = request, None, {}
+
+    def __call__(self, model: nn.Module, bases: dict) -> bool:
+        r = self.request
+        gap = accuracy(predict(model, r.val)) - accuracy(predict(model, r.train, r.forget))
+        params = trainable(model)
+        if gap <= 0:
+            self.prev_gap, self.prev = gap, {k: params[k].detach().clone() for k in bases}
+            return False
+        if self.prev_gap is not None and abs(self.prev_gap) <= abs(gap):
+            with torch.no_grad():
+                for k, w in self.prev.items():
+                    params[k].copy_(w)
+        return True
+
+
+class RetainDrop:
+    """After each epoch: stop once accuracy on `idx` is `thres` points below its epoch-0 value."""
+
+    def __init__(self, request: UnlearnRequest, idx: Tensor, thres: float) -> None:
+        self.request, self.idx, self.thres, self.start = request, idx, thres, None
+
+    def __call__(self, model: nn.Module, bases: dict) -> bool:
+        acc = accuracy(predict(model, self.request.train, self.idx))
+        self.start = acc if self.start is None else self.start
+        return self.start - acc > self.thres
+
+
+_CACHE: OrderedDict[str, Stats] = OrderedDict()
+_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
+
+
+def _remember(key: str, stats: Stats) -> None:
+    _CACHE[key] = {k: v.cpu() for k, v in stats.items()}
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+
+
+def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int = 256,
+                      path: str | None = None) -> Stats:
+    """C_full for this model and request: from the in-process cache, else `path`, else computed
+    over every non-excluded training sample (and then written to `path` if given)."""
+    key = statistics_key(model, request.train, request.excluded)
+    stats = _CACHE.get(key)
+    if stats is None and path is not None:
+        stats = load_statistics(path, key)
+    if stats is None:
+        stats = full_statistics(model, request.train, torch.cat([request.retain, request.forget]).sort().values,
+                                batch_size)
+        if path is not None:
+            save_statistics(stats, path, key)
+    _remember(key, stats)
+    return _CACHE[key]
