@@ -49,6 +49,7 @@ def make_toy(model: nn.Module, train: ArrayDataset, test: ArrayDataset, val: Arr
 def toy() -> Toy:
     """A 2-hidden-layer MLP on 4-class blobs; 10% random forgetting."""
     recipe = Recipe(epochs=20, lr=0.05, batch_size=32)
+    torch.manual_seed(0)
     return make_toy(build_model("mlp", (8,), 4, width=32), blobs(400, 1), blobs(200, 2), blobs(100, 3), 4, recipe)
 
 
@@ -58,4 +59,5 @@ def toy_cnn() -> Toy:
     data = digits()
     train, val = holdout(data.train, 0.1)
     recipe = Recipe(epochs=8, lr=0.05, batch_size=64)
+    torch.manual_seed(0)
     return make_toy(build_model("cnn", (1, 8, 8), 10, width=8), train, data.test, val, 10, recipe, "class:3")

@@ -77,15 +77,16 @@ def test_tau_is_the_eval_mode_mean_loss_on_val():
     assert held_out_loss(net, tiny_request(data(50, 4))) != pytest.approx(want, rel=1e-3)
 
 
-def test_class_tau_uses_the_forgotten_classes_of_val():
+def test_off_class_tau_is_the_loss_of_labelling_other_classes_as_forgotten():
     net, val = model(), data(60, 3)
-    keep = val.y == 1
-    want = F.cross_entropy(net(val.x[keep]).double(), val.y[keep]).item()
+    other = val.y != 1
+    want = -net(val.x[other]).double().log_softmax(-1)[:, 1].mean().item()
     request = tiny_request(val, classes=(1,))
-    assert held_out_loss(net, request, "forgotten_classes") == pytest.approx(want, rel=1e-5)
+    assert held_out_loss(net, request, "off_class") == pytest.approx(want, rel=1e-5)
     assert held_out_loss(net, request, "val_mean") != pytest.approx(want, rel=1e-3)
-    with pytest.raises(ValueError, match="no samples"):
-        held_out_loss(net, tiny_request(ArrayDataset(val.x[~keep], val.y[~keep]), (1,)), "forgotten_classes")
+    assert held_out_loss(net, tiny_request(val), "off_class") == held_out_loss(net, tiny_request(val))  # random request
+    with pytest.raises(ValueError, match="only the forgotten"):
+        held_out_loss(net, tiny_request(ArrayDataset(val.x[~other], val.y[~other]), (1,)), "off_class")
 
 
 def test_method_refreshes_tau_from_val_and_decays_alpha(monkeypatch):

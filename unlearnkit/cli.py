@@ -18,6 +18,7 @@ from unlearnkit.bench.runner import bench, read_records, run
 from unlearnkit.bench.scenarios import Scenario
 from unlearnkit.checkpoint import atomic_write, save_model
 from unlearnkit.registry import DATASETS, METHODS, MODELS
+from unlearnkit.train import Recipe
 
 SCENARIO_FLAGS = ("dataset", "forget", "model", "width", "checkpoint")
 
@@ -100,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
-    """methods × hyper-parameter lists × scenarios × seeds from a TOML grid (see benchmarks/*.toml)."""
+    """methods × hyper-parameter lists × scenarios × seeds from a TOML grid (see benchmarks/*.toml).
+
+    `[defaults]` (top level, or inside a scenario) sets a field for every method that has it;
+    `[methods.NAME]` sets or sweeps (lists) a method's fields; a scenario's `[scenario.methods.NAME]`
+    (or `."NAME@class"`, `."NAME@random"` for one kind of forget rule) overrides for that scenario.
+    A table with `skip = true` leaves the method out of that scenario."""
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
     grid = tomllib.loads(path.read_text())
@@ -109,12 +115,16 @@ def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
     for sc in grid.get("scenario", []):
         sc = dict(sc)
         overrides = sc.pop("methods", {})
+        sc_defaults = sc.pop("defaults", {})
+        if "recipe" in sc:
+            sc["recipe"] = Recipe(**sc["recipe"])
         forgets = sc.pop("forget", ["random:0.1"])
         for forget in [forgets] if isinstance(forgets, str) else forgets:
             scenario = Scenario(forget=forget, **sc)
             for name, hp in grid.get("methods", {}).items():
-                METHODS[name]
-                hp = {**hp, **overrides.get(name, {}), **overrides.get(f"{name}@{forget.split(':')[0]}", {})}
+                fields = {f.name for f in dataclasses.fields(METHODS[name])}
+                shared = {k: v for k, v in {**grid.get("defaults", {}), **sc_defaults}.items() if k in fields}
+                hp = {**shared, **hp, **overrides.get(name, {}), **overrides.get(f"{name}@{forget.split(':')[0]}", {})}
                 if hp.pop("skip", False):
                     continue
                 keys = list(hp)

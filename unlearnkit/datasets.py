@@ -88,7 +88,7 @@ def read_idx(path: Path) -> np.ndarray:
     raw = (gzip.open if str(path).endswith(".gz") else open)(path, "rb").read()  # type: ignore[operator]
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
 def load_idx_dir(root: Path, name: str = "idx") -> Data:

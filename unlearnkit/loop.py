@@ -40,10 +40,16 @@ def _grad(loss: Tensor, params: Params, retain: bool, create_graph: bool) -> Gra
     return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), gs)}
 
 
+STEP_HOOKS: list[Callable[[], None]] = []  # called after every update (benchmarks time steps with it)
+
+
 @torch.no_grad()
 def apply_updates(params: Params, updates: Grads) -> None:
+    """p += u for every parameter with an update; every method's every step goes through here."""
     for k, u in updates.items():
         params[k].add_(u)
+    for hook in STEP_HOOKS:
+        hook()
 
 
 def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform, train_mode: bool = True,
@@ -80,8 +86,10 @@ def grad_sum(model: nn.Module, batches: Iterable[Any], loss: Loss, square: bool 
 
 
 def virtual_step(loss: Tensor, params: Params, lr: float, first_order: bool = False) -> Params:
-    """θ' = θ − lr ∇loss, differentiable through the gradient unless `first_order`."""
-    grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order, allow_unused=True)
+    """θ' = θ − lr ∇loss, differentiable through the gradient unless `first_order`. The graph of
+    `loss` is kept, so an objective may still use `loss` itself afterwards."""
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order, retain_graph=True,
+                                allow_unused=True)
     return {k: p if g is None else p - lr * (g.detach() if first_order else g)
             for (k, p), g in zip(params.items(), grads)}
 
@@ -96,9 +104,10 @@ def call(model: nn.Module, params: Params, x: Tensor) -> Tensor:
 @torch.no_grad()
 def outputs(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Eval-mode logits for a tensor of inputs, in chunks."""
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored per module (e.g. BN kept in eval)
     model.eval()
     device = device_of(model)
     out = torch.cat([model(c.to(device)).float().cpu() for c in x.split(batch_size)]) if len(x) else torch.empty(0)
-    model.train(was)
+    for m, mode in modes:
+        m.training = mode
     return out

@@ -13,10 +13,13 @@ an energy threshold τ. Choices (see specs/ltu-lur-pgu.md §1.3, §1.8):
   The official code puts Dropout on and augments for the full pass only, so its C_full − C_forget
   is not the retain covariance; here it is, up to float64 rounding.
 - eigenvalues of a difference of covariances are clamped at 0 before any square root.
+- statistics are keyed by `statistics_key` (weights + buffers, dataset, excluded ids) and kept in a
+  small in-process cache (`cached_statistics`, `remember`), optionally in a safetensors file.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import Iterable, Literal
@@ -30,6 +33,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, atomic_write, digest
 from unlearnkit.data import labels_of, take
+from unlearnkit.request import UnlearnRequest
 
 Stats = dict[str, Tensor]  # {weight name: (d, d) float64 covariance of that layer's inputs}
 Energy = Literal["sigma", "sigma2"]
@@ -145,3 +149,32 @@ def load_statistics(path: str | Path, key: str) -> Stats | None:
             return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"statistics file {path} is corrupt or not safetensors: {e}") from None
+
+
+_CACHE: OrderedDict[str, Stats] = OrderedDict()
+_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
+
+
+def remember(key: str, stats: Stats) -> None:
+    """Keep `stats` (on the CPU) in the in-process cache under `key`, dropping the oldest entries."""
+    _CACHE[key] = {k: v.cpu() for k, v in stats.items()}
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+
+
+def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int = 256,
+                      path: str | None = None) -> Stats:
+    """C_full for this model and request: from the in-process cache, else `path`, else computed
+    over every non-excluded training sample (and then written to `path` if given)."""
+    key = statistics_key(model, request.train, request.excluded)
+    stats = _CACHE.get(key)
+    if stats is None and path is not None:
+        stats = load_statistics(path, key)
+    if stats is None:
+        stats = full_statistics(model, request.train, torch.cat([request.retain, request.forget]).sort().values,
+                                batch_size)
+        if path is not None:
+            save_statistics(stats, path, key)
+    remember(key, stats)
+    return _CACHE[key]

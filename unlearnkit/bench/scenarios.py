@@ -39,6 +39,8 @@ class Scenario:
         recipe: how the original (and Retrain) are trained; default depends on the dataset.
         val_fraction: share of the training data held out (never trained on) as `request.val`.
         checkpoint: optional path of a user's trained original (safetensors); never modified.
+        train_size: use only this many training samples (a fixed class-stratified subset), to
+            fit a benchmark into a CPU budget; None = all of them. Shown in the scenario name.
     """
 
     dataset: str = "digits"
@@ -48,10 +50,13 @@ class Scenario:
     recipe: Recipe | None = None
     val_fraction: float = 0.1
     checkpoint: str | None = None
+    train_size: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.dataset} {self.model_name}{self.model_width or ''} {self.forget}"
+        size = f"[{self.train_size // 1000}k]" if self.train_size and self.train_size % 1000 == 0 else (
+            f"[{self.train_size}]" if self.train_size else "")
+        return f"{self.dataset}{size} {self.model_name}{self.model_width or ''} {self.forget}"
 
     @property
     def model_name(self) -> str:
@@ -84,15 +89,32 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=4)
-def _data(spec: str, val_fraction: float) -> tuple[Data, ArrayDataset, ArrayDataset]:
+def _data(spec: str, val_fraction: float, train_size: int | None) -> tuple[Data, ArrayDataset, ArrayDataset]:
     data = load_data(spec)
-    train, val = holdout(data.train, val_fraction, seed=0)
+    full = data.train
+    if train_size is not None:
+        if not 0 < train_size <= len(full):
+            raise ValueError(f"train_size must be in (0, {len(full)}], got {train_size}")
+        full = stratified_subset(full, train_size)
+    train, val = holdout(full, val_fraction, seed=0)
     return data, train, val
+
+
+def stratified_subset(data: ArrayDataset, size: int, seed: int = 0) -> ArrayDataset:
+    """`size` samples with the class proportions of `data`, chosen by a fixed seed, in stored order."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in data.y.unique():
+        members = (data.y == c).nonzero().flatten()
+        k = round(size * len(members) / len(data))
+        picks.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    idx = torch.cat(picks).sort().values
+    return ArrayDataset(data.x[idx], data.y[idx], data.name)
 
 
 def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepared:
     """Load the data, build the seed's request, and get the original model (trained once, cached)."""
-    data, train, val = _data(scenario.dataset, scenario.val_fraction)
+    data, train, val = _data(scenario.dataset, scenario.val_fraction, scenario.train_size)
     ids, classes = parse_forget(scenario.forget, train.y, seed)
     request = UnlearnRequest(train, ids, data.num_classes, val=val, augment=data.augment, seed=seed,
                              recipe=scenario.train_recipe, classes=classes)
@@ -112,7 +134,8 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepare
 
 
 def original_key(s: Scenario) -> str:
-    return digest("original", s.dataset, s.model_name, s.model_width, asdict(s.train_recipe), s.val_fraction)
+    return digest("original", s.dataset, s.model_name, s.model_width, asdict(s.train_recipe), s.val_fraction,
+                  s.train_size)
 
 
 def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import call, device_of, fit, grads_of, trainable
+from unlearnkit.loop import call, device_of, fit, grads_of, trainable, virtual_step
 from unlearnkit.registry import METHODS
 from unlearnkit.request import Batch, Pair, UnlearnRequest
 from unlearnkit.transforms import Params
@@ -112,20 +112,11 @@ class LUR:
 
         if self.inner == "retain":
             retain = F.cross_entropy(model(r.x), r.y)  # at θ: the one forward allowed to move BN stats
-            fast = lookahead(retain, params, self.inner_lr, self.first_order)
+            fast = virtual_step(retain, params, self.inner_lr, self.first_order)
             return self.w_retain * retain + self.w_forget * unlearn(fast)
         forget = unlearn(params)
-        fast = lookahead(forget, params, self.inner_lr, self.first_order)
+        fast = virtual_step(forget, params, self.inner_lr, self.first_order)
         return self.w_forget * forget + self.w_retain * F.cross_entropy(call(model, fast, r.x), r.y)
-
-
-def lookahead(loss: Tensor, params: Params, lr: float, first_order: bool) -> Params:
-    """θ' = θ − lr ∇loss, like `loop.virtual_step`, but keeping `loss`'s graph so the same loss can
-    also enter the objective (`virtual_step(first_order=True)` frees it)."""
-    grads = torch.autograd.grad(loss, list(params.values()), retain_graph=True,
-                                create_graph=not first_order, allow_unused=True)
-    return {k: p if g is None else p - lr * (g.detach() if first_order else g)
-            for (k, p), g in zip(params.items(), grads)}
 
 
 def snip_trim(model: nn.Module, batch: Batch, sparsity: float, layers: tuple[str, ...],

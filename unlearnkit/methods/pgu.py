@@ -32,11 +32,9 @@ retain data is needed: C_retain = C_full − C_forget (see `unlearnkit.subspace`
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
@@ -44,8 +42,8 @@ from unlearnkit.eval.metrics import accuracy, predict
 from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
-from unlearnkit.subspace import (Stats, covariance, full_statistics, load_statistics, projected_layers, retain_bases,
-                                 save_statistics, statistics_key, weight_name)
+from unlearnkit.subspace import (cached_statistics, covariance, projected_layers, remember, retain_bases,
+                                 statistics_key, weight_name)
 
 STOPS = ("auto", "val_gap", "retain_drop", "none")
 MIN_RETAIN_EVAL = 1000  # floor of the retain subsample that "retain_drop" evaluates
@@ -58,7 +56,8 @@ class PGU:
 
     Args:
         tau: energy threshold τ of the retain basis, for every projected layer (1.0 freezes the layer).
-        layer_tau: per-layer τ overrides as (module name, τ) pairs, e.g. (("fc", 0.9),).
+        layer_tau: per-layer τ overrides as (module name, τ) pairs, e.g. (("fc", 0.9),); a dict is
+            accepted and stored as sorted pairs, so the method stays hashable and prints its values.
         energy: "sigma" thresholds cumulative singular values σ = sqrt(λ) (official), "sigma2" λ (GPM).
         k_plus_one: keep one more direction than count(ratio ≤ τ) (official class-removal script).
         lr_start: learning rate of the first pass.
@@ -99,6 +98,7 @@ class PGU:
     stats_path: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_tau", tuple(sorted(dict(self.layer_tau).items())))  # a dict works too
         taus = [self.tau, *(t for _, t in self.layer_tau)]
         if not all(0.0 <= t <= 1.0 for t in taus):
             raise ValueError(f"every τ must be in [0, 1], got {taus}")
@@ -111,15 +111,20 @@ class PGU:
         if self.offset < 0 or self.retain_eval <= 0 or not 0 <= self.momentum < 1:
             raise ValueError("need offset >= 0, retain_eval > 0 and 0 <= momentum < 1")
 
+    def prepare(self, model: nn.Module, request: UnlearnRequest) -> None:
+        """One-off work that belongs to the trained model, not to a request: the full-data
+        statistics (the official code computes them after training). The benchmark runner times
+        this separately from the unlearning itself."""
+        cached_statistics(model, request, self.batch_size, self.stats_path)
+
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
-        monitor = self._monitor(request)
-        device = device_of(model)
+        monitor, taus, device = self._monitor(request), self._taus(model), device_of(model)
         c_full = cached_statistics(model, request, self.batch_size, self.stats_path)
         c_forget = covariance(model, (b.x for b in request.batches("forget", self.batch_size, shuffle=False,
                                                                                 augment=False)))
         c_retain = {k: c_full[k].to(device) - c for k, c in c_forget.items()}
         params = trainable(model)
-        bases = {k: b for k, b in retain_bases(c_retain, self._taus(model), self.energy, self.k_plus_one).items()
+        bases = {k: b.to(params[k].dtype) for k, b in retain_bases(c_retain, taus, self.energy, self.k_plus_one).items()
                  if k in params}
         frozen = {k: torch.zeros((), device=device) for k in params if k not in bases}
         per_epoch = math.ceil(len(request.forget) / self.batch_size)
@@ -138,7 +143,7 @@ class PGU:
                 updates, state = tx.update(grads_of(self.loss(model(b.x), b.y), params), state, params)
                 apply_updates(params, updates)
             stopped = monitor(model, bases)
-        _remember(statistics_key(model, request.train, torch.cat([request.excluded, request.forget])), c_retain)
+        remember(statistics_key(model, request.train, torch.cat([request.excluded, request.forget])), c_retain)
         return model
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -202,31 +207,3 @@ class RetainDrop:
         acc = accuracy(predict(model, self.request.train, self.idx))
         self.start = acc if self.start is None else self.start
         return self.start - acc > self.thres
-
-
-_CACHE: OrderedDict[str, Stats] = OrderedDict()
-_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
-
-
-def _remember(key: str, stats: Stats) -> None:
-    _CACHE[key] = {k: v.cpu() for k, v in stats.items()}
-    _CACHE.move_to_end(key)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-
-
-def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int = 256,
-                      path: str | None = None) -> Stats:
-    """C_full for this model and request: from the in-process cache, else `path`, else computed
-    over every non-excluded training sample (and then written to `path` if given)."""
-    key = statistics_key(model, request.train, request.excluded)
-    stats = _CACHE.get(key)
-    if stats is None and path is not None:
-        stats = load_statistics(path, key)
-    if stats is None:
-        stats = full_statistics(model, request.train, torch.cat([request.retain, request.forget]).sort().values,
-                                batch_size)
-        if path is not None:
-            save_statistics(stats, path, key)
-    _remember(key, stats)
-    return _CACHE[key]

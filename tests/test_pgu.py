@@ -1,0 +1,176 @@
+"""PGU and its subspace statistics, each checked against a naive reference or a hand example."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnkit import subspace as S
+from unlearnkit.data import ArrayDataset, subset
+from unlearnkit.eval.metrics import accuracy, predict
+from unlearnkit.methods import pgu as P
+from unlearnkit.request import UnlearnRequest
+from unlearnkit.subspace import (cached_statistics, covariance, energy_rank, full_statistics, load_statistics,
+                                 retain_bases, statistics_key)
+from unlearnkit.train import Recipe, train_model
+
+
+def request_for(x: torch.Tensor, n_forget: int, classes: int = 4, seed: int = 0) -> UnlearnRequest:
+    """The last `n_forget` rows of `x` are forgotten; labels are random."""
+    y = torch.randint(0, classes, (len(x),), generator=torch.Generator().manual_seed(seed))
+    return UnlearnRequest(ArrayDataset(x, y), torch.arange(len(x) - n_forget, len(x)), classes)
+
+
+def linear_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Retain inputs in a 3-D subspace of R^8, forget inputs anywhere."""
+    basis = torch.linalg.qr(torch.randn(8, 3))[0]
+    retain, forget = torch.randn(60, 3) @ basis.T, torch.randn(20, 8)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), retain, forget
+
+
+def conv_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Retain images constant per channel, so every 3x3 patch lies in a 2-D subspace of R^18."""
+    retain = torch.randn(60, 2, 1, 1).expand(60, 2, 6, 6).contiguous()
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 4))
+    return model, retain, torch.randn(20, 2, 6, 6)
+
+
+@pytest.mark.parametrize("case", [linear_case, conv_case])
+def test_outputs_on_the_protected_span_do_not_change(case):
+    torch.manual_seed(0)
+    model, retain, forget = case()
+    before = copy.deepcopy(model)
+    method = P.PGU(tau=0.999, k_plus_one=True, momentum=0.9, weight_decay=0.05, lr_start=0.5, lr_end=0.1,
+                   epochs=5, stop="none")
+    after = method(model, request_for(torch.cat([retain, forget]), len(forget)))
+    with torch.no_grad():
+        assert torch.allclose(after[0](retain), before[0](retain), atol=1e-5), "W x moved on the retain span"
+        assert (after[0].weight - before[0].weight).abs().max() > 1e-3, "W itself should move"
+        assert torch.equal(after[0].bias, before[0].bias), "biases are frozen"
+
+
+def test_unfold_covariance_matches_explicit_patch_loops():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, (2, 3), stride=2, padding=(1, 2), dilation=(2, 1))
+    x = torch.randn(2, 2, 5, 6)
+    (kh, kw), (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
+    xp = F.pad(x, (pw, pw, ph, ph)).double()
+    naive = torch.zeros(2 * kh * kw, 2 * kh * kw, dtype=torch.float64)
+    for n in range(2):
+        for i in range(xp.shape[2] - dh * (kh - 1)):  # every stride-1 position
+            for j in range(xp.shape[3] - dw * (kw - 1)):
+                patch = torch.stack([xp[n, c, i + dh * a, j + dw * b]
+                                     for c in range(2) for a in range(kh) for b in range(kw)])
+                naive += torch.outer(patch, patch)
+    assert torch.allclose(covariance(conv, [x])["weight"], naive)
+    tokens = torch.randn(2, 3, 4)  # a Linear sees every token as a row
+    rows = tokens.reshape(-1, 4).double()
+    assert torch.allclose(covariance(nn.Linear(4, 2), [tokens])["weight"], rows.T @ rows)
+
+
+def test_full_minus_forget_equals_retain_covariance():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    model(torch.randn(64, 1, 8, 8) * 2 + 3)  # train mode: non-trivial BN running statistics
+    data = ArrayDataset(torch.randn(50, 1, 8, 8), torch.randint(0, 5, (50,)))
+    forget, retain = torch.arange(0, 50, 3), torch.tensor([i for i in range(50) if i % 3])
+    full = full_statistics(model, data, batch_size=16)
+    minus = full_statistics(model, data, forget, batch_size=7)
+    direct = full_statistics(model, data, retain, batch_size=11)
+    for k in full:
+        assert torch.allclose(full[k] - minus[k], direct[k], rtol=1e-9, atol=1e-9 * full[k].abs().max()), k
+    assert model.training, "the statistics pass restores the model's mode"
+
+
+def test_tau_rule_on_a_hand_example():
+    lam = torch.tensor([9.0, 4.0, 1.0, -0.5])  # σ = 3, 2, 1, 0 (clamped): ratios 1/2, 5/6, 1, 1
+    assert energy_rank(lam, 0.9, "sigma") == 2 and energy_rank(lam, 0.9, "sigma", plus_one=True) == 3
+    assert energy_rank(lam, 0.5, "sigma") == 1  # ratio ≤ τ, not <
+    # σ²: ratios 9/14, 13/14, 1, 1
+    assert energy_rank(lam, 0.9, "sigma2") == 1 and energy_rank(lam, 0.9, "sigma2", plus_one=True) == 2
+    q = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))[0]
+    c = q @ torch.diag(lam.double()) @ q.T
+    bases = retain_bases({"a": c, "b": c}, {"a": 0.9, "b": 1.0})
+    assert set(bases) == {"a"}, "τ = 1 layers get no basis"
+    top = q[:, :2].float()
+    assert torch.allclose(bases["a"] @ bases["a"].T, top @ top.T, atol=1e-5)
+
+
+def test_sequential_request_uses_updated_statistics():
+    torch.manual_seed(0)
+    model, _, _ = linear_case()
+    first = request_for(torch.randn(80, 8), 10)
+    method = P.PGU(epochs=3, stop="none", lr_start=0.5, lr_end=0.1)
+    full0 = full_statistics(model, first.train)
+    forget0 = full_statistics(model, first.train, first.forget)
+    model1 = method(copy.deepcopy(model), first)
+    second = first.then(torch.arange(10))
+    used = cached_statistics(model1, second)
+    fresh = full_statistics(model1, first.train, torch.cat([second.retain, second.forget]).sort().values)
+    assert all(torch.allclose(used[k], full0[k] - forget0[k]) for k in full0)
+    assert not all(torch.allclose(used[k], fresh[k]) for k in full0), "the model moved: fresh stats differ"
+    forget1 = full_statistics(model1, first.train, second.forget)
+    model2 = method(model1, second)
+    used2 = cached_statistics(model2, second.then(torch.arange(10, 20)))
+    assert all(torch.allclose(used2[k], full0[k] - forget0[k] - forget1[k]) for k in full0)
+
+
+def test_statistics_file_round_trip(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model, _, _ = linear_case()
+    request, path = request_for(torch.randn(40, 8), 5), tmp_path / "stats.safetensors"
+    P.PGU(epochs=1, stop="none", stats_path=str(path))(copy.deepcopy(model), request)
+    key = statistics_key(model, request.train, request.excluded)
+    saved, full = load_statistics(path, key), full_statistics(model, request.train)
+    assert saved is not None and all(torch.equal(saved[k], full[k]) for k in full)
+    assert load_statistics(path, "another model") is None
+    monkeypatch.setattr(S, "_CACHE", OrderedDict())
+    monkeypatch.setattr(S, "full_statistics", lambda *a, **k: pytest.fail("should load from stats_path"))
+    P.PGU(epochs=1, stop="none", stats_path=str(path))(copy.deepcopy(model), request)
+
+
+def test_val_gap_keeps_the_epoch_with_the_smaller_gap(monkeypatch):
+    data = ArrayDataset(torch.randn(20, 2), torch.arange(20) % 2)
+    model, request = nn.Linear(2, 2), UnlearnRequest(data, torch.arange(5), 2, val=data)
+    weights = {"weight": None}
+
+    def run(gaps: list[float]) -> tuple[list[bool], float]:  # one scripted epoch per gap
+        accs = iter(a for g in gaps for a in (50.0 + g, 50.0))  # val, then forget accuracy
+        monkeypatch.setattr(P, "accuracy", lambda out: next(accs))
+        rule, stops = P.ValGap(request), []
+        for epoch in range(len(gaps)):
+            nn.init.constant_(model.weight, epoch)
+            stops.append(rule(model, weights))
+        return stops, model.weight[0, 0].item()
+
+    assert run([-3.0, -2.0, 1.0]) == ([False, False, True], 2.0)  # current is closer to 0
+    assert run([-3.0, -1.0, 2.0]) == ([False, False, True], 1.0)  # previous is closer: restored
+    assert run([-3.0, -1.0, 1.0]) == ([False, False, True], 1.0)  # tie: previous, as the official code
+    assert run([1.0]) == ([True], 0.0)  # the forget set already looks unseen: nothing to do
+
+
+def test_val_gap_stops_at_the_first_crossing(monkeypatch):
+    torch.manual_seed(0)
+    centres, y = torch.randn(4, 8) * 1.5, torch.randint(0, 4, (500,))
+    data = ArrayDataset(centres[y] + torch.randn(500, 8), y)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    train_model(model, data, torch.arange(400), Recipe(epochs=20, lr=0.05, batch_size=32), seed=0)
+    train = subset(data, torch.arange(400))
+    correct = (predict(model, train).logits.argmax(-1) == train.y).nonzero().flatten()
+    r = UnlearnRequest(train, correct[::10], 4, val=subset(data, torch.arange(400, 500)))  # forget acc 100%
+    gap = lambda m: accuracy(predict(m, r.val)) - accuracy(predict(m, r.train, r.forget))  # noqa: E731
+    seen, call = [], P.ValGap.__call__
+    monkeypatch.setattr(P.ValGap, "__call__", lambda self, m, b: seen.append(gap(m)) or call(self, m, b))
+    method = P.PGU(tau=0.5, epochs=50, stop="val_gap")
+    unlearned = method(copy.deepcopy(model), r)
+    assert 2 <= len(seen) < 51 and seen[-1] > 0 and all(g <= 0 for g in seen[:-1]), seen
+    assert gap(unlearned) == min(seen[-2:], key=abs)
+    assert gap(P.PGU(tau=0.5, epochs=50, stop="none")(copy.deepcopy(model), r)) > seen[-1]
+    with pytest.raises(ValueError, match="val"):
+        method(copy.deepcopy(model), UnlearnRequest(r.train, r.forget, r.num_classes))

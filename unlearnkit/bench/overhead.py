@@ -1,0 +1,73 @@
+"""Per-step cost of each method against a plain fine-tune step, measured in one run.
+
+Every method's every update goes through `loop.apply_updates`, which calls `STEP_HOOKS`; we time
+the gaps between consecutive updates. The time before the first update is the method's one-off
+set-up (saliency mask, Fisher diagonals, PGU's subspaces ...), reported separately.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from unlearnkit import loop
+from unlearnkit.bench.runner import method_from
+from unlearnkit.bench.scenarios import Prepared
+
+
+class _Enough(Exception):
+    pass
+
+
+def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: int = 30) -> dict[str, float]:
+    """Set-up seconds and mean seconds per update over `steps` updates (after one warm-up update)."""
+    method = method_from(name, hparams)
+    stamps: list[float] = []
+
+    def hook() -> None:
+        stamps.append(time.perf_counter())
+        if len(stamps) > steps + 1:
+            raise _Enough
+
+    model = copy.deepcopy(prepared.original)
+    torch.manual_seed(0)
+    loop.STEP_HOOKS.append(hook)
+    start = time.perf_counter()
+    try:
+        method(model, prepared.request)
+    except _Enough:
+        pass
+    finally:
+        loop.STEP_HOOKS.remove(hook)
+    if len(stamps) < 3:
+        raise RuntimeError(f"{name} made only {len(stamps)} updates; cannot time a step")
+    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    return {"setup_s": stamps[0] - start - gaps[0], "step_s": statistics.fmean(gaps),
+            "step_median_s": statistics.median(gaps), "steps": len(gaps)}
+
+
+def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Prepared, batch_size: int = 128,
+                   steps: int = 30) -> tuple[str, list[dict[str, Any]]]:
+    """Time `variants` (label, method, hparams) and plain FT at the same batch size; FT is timed
+    before and after the others and the mean of the two is the reference."""
+    def with_batch(name: str, hp: dict[str, Any]) -> dict[str, Any]:
+        fields = {f.name for f in dataclasses.fields(method_from(name, {}))}
+        return {**({"batch_size": batch_size} if "batch_size" in fields else {}), **hp}
+
+    ft_first = time_steps("ft", with_batch("ft", {}), prepared, steps)
+    rows = [dict(label=label, method=name, **time_steps(name, with_batch(name, hp), prepared, steps))
+            for label, name, hp in variants]
+    ft_last = time_steps("ft", with_batch("ft", {}), prepared, steps)
+    ft_step = (ft_first["step_s"] + ft_last["step_s"]) / 2
+    lines = [f"Plain fine-tune step (batch {batch_size}): {1000 * ft_step:.1f} ms "
+             f"(timed before: {1000 * ft_first['step_s']:.1f} ms, after: {1000 * ft_last['step_s']:.1f} ms).", "",
+             "| method | step (ms) | ratio to FT step | one-off set-up (s) | steps timed |", "|---|---|---|---|---|"]
+    for r in rows:
+        r["ratio"] = r["step_s"] / ft_step
+        lines.append(f"| {r['label']} | {1000 * r['step_s']:.1f} | {r['ratio']:.2f}× | {r['setup_s']:.2f} | {r['steps']} |")
+    return "\n".join(lines) + "\n", rows
