@@ -19,6 +19,8 @@ from unlearnkit.data import ArrayDataset
 
 GRID = """
 seeds = [0, 1]
+[defaults]
+batch_size = 64
 [[scenario]]
 dataset = "digits"
 forget = ["random:0.1", "class:3"]
@@ -51,6 +53,8 @@ def test_grid_expands_lists_and_overrides(tmp_path):
     jobs = grid_jobs(tmp_path / "g.toml")
     assert len(jobs) == 2 * 2 + 2 * 2 * 2 - 2  # class-wise GA override collapses the lr sweep
     assert {j[1]["lr"] for j in jobs if j[0] == "ga" and j[2].forget == "class:3"} == {1e-4}
+    assert all(j[1]["batch_size"] == 64 for j in jobs if j[0] == "ga")
+    assert all(j[1] == {} for j in jobs if j[0] == "retrain")  # the reference keeps the original's recipe
 
 
 def test_bench_resumes_without_losing_or_repeating(tmp_path, cache, monkeypatch):
@@ -166,3 +170,17 @@ def test_user_data_through_array_dataset():
     ds = ArrayDataset(torch.randn(10, 2), torch.arange(10) % 2)
     req = unlearnkit.make_request(nn.Linear(2, 2), ds, [0, 1])
     assert req.num_classes == 2 and len(req.retain) == 8
+
+
+def test_avg_gap_of_means_not_mean_of_gaps():
+    def rec(method, seed, ua):
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0,
+                "metrics": {"UA": ua, "RA": 100.0, "TA": 90.0, "MIA": 10.0, "gap": 0.0, "rte": 0.5}}
+
+    # Retrain's UA is 10 on both seeds; the method's is 0 and 20: per-seed gaps average 10/4 = 2.5,
+    # but the metric means agree, so the SalUn-line Avg. Gap is 0.
+    records = [rec("retrain", 0, 10.0), rec("retrain", 1, 10.0), rec("ga", 0, 0.0), rec("ga", 1, 20.0)]
+    ref = [r for r in records if r["method"] == "retrain"]
+    assert report.gap_of_means(records[2:], ref) == 0.0
+    row = next(line for line in report.markdown(records).splitlines() if line.startswith("| ga |"))
+    assert row.split("|")[6].strip().strip("*") == "0.00"

@@ -130,7 +130,7 @@ def test_statistics_file_round_trip(tmp_path, monkeypatch):
     saved, full = load_statistics(path, key), full_statistics(model, request.train)
     assert saved is not None and all(torch.equal(saved[k], full[k]) for k in full)
     assert load_statistics(path, "another model") is None
-    monkeypatch.setattr(S, "_CACHE", OrderedDict())
+    monkeypatch.setattr(S, "STATISTICS_CACHE", OrderedDict())
     monkeypatch.setattr(S, "full_statistics", lambda *a, **k: pytest.fail("should load from stats_path"))
     P.PGU(epochs=1, stop="none", stats_path=str(path))(copy.deepcopy(model), request)
 

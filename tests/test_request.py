@@ -75,3 +75,10 @@ def test_sequential_requests(ds):
     assert not torch.isin(second.retain, torch.tensor([1, 2, 3, 4, 5])).any() and len(second.retain) == 95
     with pytest.raises(RequestError, match="already forgotten"):
         second.then(torch.tensor([2]))
+
+
+def test_excluded_ids_are_validated(ds):
+    with pytest.raises(RequestError, match="excluded"):
+        UnlearnRequest(ds, torch.tensor([1]), 5, excluded=torch.tensor([-1]))
+    with pytest.raises(RequestError, match="excluded"):
+        UnlearnRequest(ds, torch.tensor([1]), 5, excluded=torch.tensor([3, 3]))

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache", type=Path, default=None)
     b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
+    o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
+    scenario_args(o)
+    o.add_argument("--train-size", type=int, default=None, help="use a stratified subset of the training set")
+    o.add_argument("--batch-size", type=int, default=128)
+    o.add_argument("--steps", type=int, default=30, help="updates timed per method")
+    o.add_argument("--widths", default="", help="also time PGU's statistics pass at these widths, e.g. 8,16,32")
+    o.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     r = sub.add_parser("report", help="render tables (and a plot) from a results JSONL")
     r.add_argument("results", type=Path)
     r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
@@ -123,7 +130,8 @@ def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
             scenario = Scenario(forget=forget, **sc)
             for name, hp in grid.get("methods", {}).items():
                 fields = {f.name for f in dataclasses.fields(METHODS[name])}
-                shared = {k: v for k, v in {**grid.get("defaults", {}), **sc_defaults}.items() if k in fields}
+                shared = {k: v for k, v in {**grid.get("defaults", {}), **sc_defaults}.items()
+                          if k in fields and name != "retrain"}  # the reference keeps the original's recipe
                 hp = {**shared, **hp, **overrides.get(name, {}), **overrides.get(f"{name}@{forget.split(':')[0]}", {})}
                 if hp.pop("skip", False):
                     continue
@@ -173,6 +181,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         records = bench(grid_jobs(args.grid), args.out, args.cache)
         return emit(records, args.report, args.plot)
+    if args.command == "overhead":
+        return overhead(args)
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")
@@ -189,3 +199,27 @@ def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print
         reporting.plot(records, png)
     return 0
 
+
+
+def overhead(args: argparse.Namespace) -> int:
+    from unlearnkit.bench.overhead import overhead_table, statistics_scaling
+    from unlearnkit.bench.scenarios import prepare
+
+    def scenario(width: int | None = args.width) -> Scenario:
+        return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
+                        train_size=args.train_size)
+
+    variants = [(n, n, {}) for n in METHODS.names() if n not in ("retrain", "ft")]
+    for n in ("ltu", "lur"):
+        if n in METHODS:
+            variants.append((f"{n} (first order)", n, {"first_order": True}))
+    prepared = prepare(scenario(), args.seed, args.cache)
+    table, _ = overhead_table(sorted(variants), prepared, args.batch_size, args.steps)
+    text = f"Scenario: {scenario().name}, seed {args.seed}.\n\n{table}"
+    if args.widths:
+        text += "\nPGU's one-off statistics pass by model width:\n\n" + statistics_scaling(
+            scenario, tuple(int(w) for w in args.widths.split(",")), args.seed)
+    print(text)
+    if args.out:
+        atomic_write(args.out, text.encode())
+    return 0

@@ -40,7 +40,7 @@ def _grad(loss: Tensor, params: Params, retain: bool, create_graph: bool) -> Gra
     return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), gs)}
 
 
-STEP_HOOKS: list[Callable[[], None]] = []  # called after every update (benchmarks time steps with it)
+STEP_HOOKS: list[Callable[[Params], None]] = []  # called after every update (benchmarks time steps)
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def apply_updates(params: Params, updates: Grads) -> None:
     for k, u in updates.items():
         params[k].add_(u)
     for hook in STEP_HOOKS:
-        hook()
+        hook(params)
 
 
 def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform, train_mode: bool = True,

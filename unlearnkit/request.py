@@ -91,6 +91,9 @@ class UnlearnRequest:
         if len(forget.unique()) != len(forget):
             values, counts = torch.unique(forget, return_counts=True)
             raise RequestError(f"forget ids appear more than once (e.g. {values[counts > 1][:5].tolist()})")
+        ex = self.excluded
+        if len(ex) and (ex.min() < 0 or ex.max() >= n or len(ex.unique()) != len(ex)):
+            raise RequestError(f"excluded ids must be distinct and in [0, {n})")
         if torch.isin(forget, self.excluded).any():
             raise RequestError("some forget ids were already forgotten by an earlier request")
         if len(forget) + len(self.excluded) >= n:
@@ -133,7 +136,7 @@ class UnlearnRequest:
                 augment: bool = True, salt: int = 0) -> Iterator[Batch]:
         """`epochs` passes over one split in (shuffled) batches."""
         idx = self.indices(split)
-        gen = self.generator(salt + (1 if split == "forget" else 2))
+        gen = self.generator(2 * salt + (1 if split == "forget" else 0))  # no two (salt, split) collide
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=gen)] if shuffle else idx
             for chunk in order.split(batch_size):

@@ -151,16 +151,16 @@ def load_statistics(path: str | Path, key: str) -> Stats | None:
         raise CheckpointError(f"statistics file {path} is corrupt or not safetensors: {e}") from None
 
 
-_CACHE: OrderedDict[str, Stats] = OrderedDict()
-_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
+STATISTICS_CACHE: OrderedDict[str, Stats] = OrderedDict()
+STATISTICSSTATISTICS_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
 
 
 def remember(key: str, stats: Stats) -> None:
     """Keep `stats` (on the CPU) in the in-process cache under `key`, dropping the oldest entries."""
-    _CACHE[key] = {k: v.cpu() for k, v in stats.items()}
-    _CACHE.move_to_end(key)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    STATISTICS_CACHE[key] = {k: v.cpu() for k, v in stats.items()}
+    STATISTICS_CACHE.move_to_end(key)
+    while len(STATISTICS_CACHE) > STATISTICSSTATISTICS_CACHE_SIZE:
+        STATISTICS_CACHE.popitem(last=False)
 
 
 def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int = 256,
@@ -168,7 +168,7 @@ def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int
     """C_full for this model and request: from the in-process cache, else `path`, else computed
     over every non-excluded training sample (and then written to `path` if given)."""
     key = statistics_key(model, request.train, request.excluded)
-    stats = _CACHE.get(key)
+    stats = STATISTICS_CACHE.get(key)
     if stats is None and path is not None:
         stats = load_statistics(path, key)
     if stats is None:
@@ -177,4 +177,4 @@ def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int
         if path is not None:
             save_statistics(stats, path, key)
     remember(key, stats)
-    return _CACHE[key]
+    return STATISTICS_CACHE[key]

@@ -28,13 +28,16 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
     """Set-up seconds and mean seconds per update over `steps` updates (after one warm-up update)."""
     method = method_from(name, hparams)
     stamps: list[float] = []
+    model = copy.deepcopy(prepared.original)
+    own = {id(p) for p in model.parameters()}
 
-    def hook() -> None:
+    def hook(params: dict[str, torch.Tensor]) -> None:
+        if not any(id(p) in own for p in params.values()):
+            return  # an auxiliary model's update (e.g. LTU's MI heads): set-up, not a step
         stamps.append(time.perf_counter())
         if len(stamps) > steps + 1:
             raise _Enough
 
-    model = copy.deepcopy(prepared.original)
     torch.manual_seed(0)
     loop.STEP_HOOKS.append(hook)
     start = time.perf_counter()
@@ -71,3 +74,19 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
         r["ratio"] = r["step_s"] / ft_step
         lines.append(f"| {r['label']} | {1000 * r['step_s']:.1f} | {r['ratio']:.2f}× | {r['setup_s']:.2f} | {r['steps']} |")
     return "\n".join(lines) + "\n", rows
+
+
+def statistics_scaling(scenario_fn, widths: tuple[int, ...], seed: int = 0) -> str:
+    """PGU's one-off full-data statistics pass, timed at several model widths (same data)."""
+    from unlearnkit.bench.scenarios import prepare
+    from unlearnkit.subspace import full_statistics
+
+    lines = ["| model width | parameters | statistics pass (s) | largest layer input d |", "|---|---|---|---|"]
+    for w in widths:
+        prepared = prepare(scenario_fn(w), seed)
+        start = time.perf_counter()
+        stats = full_statistics(prepared.original, prepared.request.train, batch_size=256)
+        seconds = time.perf_counter() - start
+        n = sum(p.numel() for p in prepared.original.parameters())
+        lines.append(f"| {w} | {n:,} | {seconds:.2f} | {max(c.shape[0] for c in stats.values())} |")
+    return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ def reference(prepared: Prepared, cache: Path | None = None,
     key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
     model = prepared.new_model()
     meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
-    metrics_key = digest(key, extra_signals)
+    metrics_key = digest(key, request.classes, extra_signals)
     if metrics_key not in _REFERENCE_METRICS:
         _REFERENCE_METRICS[metrics_key] = evaluate(model, request, prepared.test, extra_signals)
     return model, meta, dict(_REFERENCE_METRICS[metrics_key])
@@ -64,13 +64,15 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         method(model, prepared.request)
         seconds = time.perf_counter() - start
         metrics = evaluate(model, prepared.request, prepared.test, extra_signals)
+    seconds += setup_seconds
     metrics.update(gap=avg_gap(metrics, ref_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
                    setup_seconds=setup_seconds)
     record = {
         "key": record_key(name, hparams, scenario, seed),
         "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
         "scenario_spec": scenario.as_dict(), "seed": seed, "metrics": metrics,
-        "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__, "env": environment(),
+        "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__,
+        "env": environment(next(model.parameters()).device),
     }
     if keep_model:
         record["_model"] = model
@@ -78,26 +80,27 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
 
 
 def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> float:
-    """Run a method's optional `prepare(model, request)` (work that belongs to the trained model,
-    like PGU's full-data statistics) and return its seconds, reported apart from the method's time.
-    Then clear the method module's `PER_REQUEST_CACHES`, so every timed run pays its own set-up."""
+    """Clear the method module's `PER_REQUEST_CACHES` (no warm caches: every timed run pays its own
+    set-up), then run its optional `prepare(model, request)` — work that belongs to the trained
+    model, like PGU's full-data statistics — and return its seconds. They are recorded as
+    `setup_seconds` and included in `seconds` and `rte`."""
+    for cache in getattr(sys.modules[type(method).__module__], "PER_REQUEST_CACHES", ()):
+        cache.clear()
     start = time.perf_counter()
     if hasattr(method, "prepare"):
         method.prepare(model, prepared.request)
-    seconds = time.perf_counter() - start
-    for cache in getattr(sys.modules[type(method).__module__], "PER_REQUEST_CACHES", ()):
-        cache.clear()
-    return seconds
+    return time.perf_counter() - start
 
 
 def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int) -> str:
     return digest(name, dataclasses.asdict(method_from(name, hparams)), scenario.as_dict(), seed)
 
 
-def environment() -> dict[str, str]:
+def environment(device: torch.device) -> dict[str, str]:
+    """Versions and the device the timed model actually ran on."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": str(torch.get_num_threads()),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+            "threads": str(torch.get_num_threads()), "device": name}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ class Scenario:
         model: model name (mlp, cnn, resnet18); default depends on the dataset.
         width: model width knob (hidden units / channels); default depends on the dataset.
         recipe: how the original (and Retrain) are trained; default depends on the dataset.
-        val_fraction: share of the training data held out (never trained on) as `request.val`.
+        val_fraction: share of the training data held out (never trained on) as `request.val`;
+            with a `checkpoint` nothing is held out (the user's model trained on all of it).
         checkpoint: optional path of a user's trained original (safetensors); never modified.
         train_size: use only this many training samples (a fixed class-stratified subset), to
             fit a benchmark into a CPU budget; None = all of them. Shown in the scenario name.
@@ -114,11 +115,14 @@ def stratified_subset(data: ArrayDataset, size: int, seed: int = 0) -> ArrayData
 
 def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepared:
     """Load the data, build the seed's request, and get the original model (trained once, cached)."""
-    data, train, val = _data(scenario.dataset, scenario.val_fraction, scenario.train_size)
+    # A user's checkpoint was trained on all of the training split: no part of it is held out.
+    data, train, val = _data(scenario.dataset, 0.0 if scenario.checkpoint else scenario.val_fraction,
+                             scenario.train_size)
     ids, classes = parse_forget(scenario.forget, train.y, seed)
-    request = UnlearnRequest(train, ids, data.num_classes, val=val, augment=data.augment, seed=seed,
+    request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=data.augment, seed=seed,
                              recipe=scenario.train_recipe, classes=classes)
     prepared = Prepared(scenario, data, request, data.test, nn.Identity())
+    torch.manual_seed(0)  # the original's initialisation must not depend on what ran before
     model = prepared.new_model()
     if scenario.checkpoint:
         prepared.original_meta = load_model(model, Path(scenario.checkpoint))

@@ -36,13 +36,17 @@ def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, extra_sig
     `MIA_<signal>` for entropy, m_entropy, loss.
 
     Deviation, for speed: the SVC is fitted on at most `mia_fit_cap` members and as many
-    non-members (the first ones in stored order); an RBF SVC on 2×10k points takes ~30 s on two
-    cores, on 2×2.5k about 2 s. `mia_fit_cap=None` gives the full SalUn protocol."""
+    non-members (fixed random subsets of the protocol's sets); an RBF SVC on 2×10k points takes
+    ~30 s on two cores, on 2×2.5k about 2 s. `mia_fit_cap=None` gives the full SalUn protocol."""
     out = split_outputs(model, request, test)
     metrics = {"UA": 100.0 - accuracy(out["forget"]), "RA": accuracy(out["retain"]), "TA": accuracy(out["test"])}
     for signal in ("confidence",) + tuple(extra_signals):
         fn = SIGNALS[signal]
-        n = len(out["test"].labels) if mia_fit_cap is None else min(len(out["test"].labels), mia_fit_cap)
-        score = mia_efficacy(fn(out["retain"])[:n], fn(out["test"])[:n], fn(out["forget"]))
+        members, nonmembers = fn(out["retain"])[: len(out["test"].labels)], fn(out["test"])
+        if mia_fit_cap is not None and len(nonmembers) > mia_fit_cap:
+            gen = torch.Generator().manual_seed(0)  # a fixed random subset: stored order may be by class
+            members = members[torch.randperm(len(members), generator=gen)[:mia_fit_cap]]
+            nonmembers = nonmembers[torch.randperm(len(nonmembers), generator=gen)[:mia_fit_cap]]
+        score = mia_efficacy(members, nonmembers, fn(out["forget"]))
         metrics["MIA" if signal == "confidence" else f"MIA_{signal}"] = score
     return metrics
