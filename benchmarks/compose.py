@@ -65,7 +65,10 @@ Time of one update of each method divided by the time of one plain fine-tune ste
 model, data and batch size, measured in the same run (`unlearnkit overhead`). A step is whatever
 the method does between two parameter updates, so a method that also processes a retain batch,
 takes a lookahead step or evaluates a stopping rule pays for it here. Set-up is the time before
-the first update (saliency masks, Fisher diagonals, MI heads, PGU's forget covariance and bases).
+the first update (saliency masks, Fisher diagonals, MI heads, PGU's statistics and bases). The
+mean includes periodic work between updates (PGU's per-epoch stopping-rule evaluation, ∇τ's τ
+refresh); the median step ratio leaves it out. FT's step processes one batch; NegGrad+, ∇τ, LUR
+and LTU process a forget and a retain batch per update.
 
 {(RESULTS / "overhead.md").read_text()}
 ## Not yet measured here

