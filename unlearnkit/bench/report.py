@@ -38,7 +38,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def order(labels: list[str]) -> list[str]:
-    rank = {n: i for i, n in enumerate(["retrain", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "scrub", "bs", "be"])}
+    rank = {n: i for i, n in enumerate(["retrain", "original", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "scrub", "bs", "be"])}
     return sorted(labels, key=lambda l: (rank.get(l.split("(")[0], len(rank)), l))
 
 
