@@ -4,6 +4,7 @@ a test set and the original model, training (and caching) the original only once
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,9 +152,11 @@ def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, t
     if path.is_file():
         return load_model(model, path)
     torch.manual_seed(0)
+    print(f"unlearnkit: training the {kind} model (not cached yet) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     train(model)
     meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__}
+    print(f"unlearnkit: trained the {kind} model in {meta['seconds']:.1f} s; cached at {path}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, path, meta)
     return meta
