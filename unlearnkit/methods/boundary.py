@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
 from unlearnkit.methods.scrub import frozen_copy
+from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
@@ -59,8 +60,7 @@ class BoundaryShrink:
     def __post_init__(self) -> None:
         if self.eps <= 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         reference = frozen_copy(model)
@@ -92,8 +92,7 @@ class BoundaryExpand:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         parent, name, head = last_linear(model)

@@ -22,6 +22,7 @@ from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit, trainable
+from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
@@ -54,8 +55,7 @@ class L1Sparse:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if not 0 <= self.no_l1_epochs <= self.epochs:
             raise ValueError(f"no_l1_epochs must be in [0, epochs={self.epochs}], got {self.no_l1_epochs}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         steps_per_epoch = math.ceil(len(request.retain) / self.batch_size)

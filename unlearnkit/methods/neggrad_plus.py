@@ -21,6 +21,7 @@ from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
+from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
@@ -49,8 +50,7 @@ class NegGradPlus:
     def __post_init__(self) -> None:
         if not 0 <= self.beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)

@@ -29,6 +29,7 @@ from torch import nn
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit, grad_sum
 from unlearnkit.methods.random_label import relabelled_passes
+from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.transforms import Grads
@@ -60,8 +61,7 @@ class SalUn:
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         keep = saliency_mask(model, request, self.keep, self.batch_size)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
+from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
@@ -65,8 +66,7 @@ class SCRUB:
             raise ValueError(f"msteps must be in [0, epochs={self.epochs}], got {self.msteps}")
         if self.gamma < 0 or self.alpha < 0 or self.temperature <= 0:
             raise ValueError(f"gamma and alpha must be >= 0 and temperature > 0, got {self}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         teacher = frozen_copy(model)
