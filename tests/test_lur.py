@@ -9,9 +9,11 @@ from torch import nn
 
 from unlearnkit.loop import trainable
 from unlearnkit.methods.lur import LUR, snip_trim
-from unlearnkit.request import Batch, Pair
+from unlearnkit.data import ArrayDataset
+from unlearnkit.request import Batch, Pair, UnlearnRequest
 
 ALPHA, W_R, W_U = 0.3, 0.7, 1.3
+REQUEST = UnlearnRequest(ArrayDataset(torch.zeros(4, 5), torch.arange(4) % 3), torch.tensor([0]), 3)  # its task
 
 
 def flat(grads) -> torch.Tensor:
@@ -48,7 +50,7 @@ def test_second_order_gradient_is_plain_sum_minus_alpha_hessian_term(problem, in
     model, pair = problem
     method = LUR(inner=inner, forget_loss=forget_loss, inner_lr=ALPHA, w_retain=W_R, w_forget=W_U)
     params = list(trainable(model).values())
-    grad_j = flat(torch.autograd.grad(method.objective(model, pair, pair.forget.y), params))
+    grad_j = flat(torch.autograd.grad(method.objective(model, REQUEST, pair, pair.forget.y), params))
 
     l_a, l_b, w_a, w_b = losses(model, pair, inner, ascent=forget_loss == "ascent")
     theta = flat([p.detach() for p in params])
@@ -60,7 +62,7 @@ def test_second_order_gradient_is_plain_sum_minus_alpha_hessian_term(problem, in
     assert (ALPHA * w_b * hvp).norm() > 1e-3 * plain.norm(), "the Hessian term is not negligible here"
 
     first = LUR(inner=inner, forget_loss=forget_loss, inner_lr=ALPHA, w_retain=W_R, w_forget=W_U, first_order=True)
-    grad_fo = flat(torch.autograd.grad(first.objective(model, pair, pair.forget.y), params))
+    grad_fo = flat(torch.autograd.grad(first.objective(model, REQUEST, pair, pair.forget.y), params))
     assert torch.allclose(grad_fo, plain, atol=1e-10), "first order = the plain sum at the lookahead"
 
 
@@ -71,7 +73,7 @@ def test_objective_is_the_sum_minus_alpha_gradient_inner_product_to_first_order(
     inner_product = torch.dot(torch.func.grad(l_u)(theta), torch.func.grad(l_r)(theta))
     errors = []
     for alpha in (1e-2, 1e-3):
-        j = LUR(inner_lr=alpha, w_retain=W_R, w_forget=W_U).objective(model, pair, pair.forget.y).item()
+        j = LUR(inner_lr=alpha, w_retain=W_R, w_forget=W_U).objective(model, REQUEST, pair, pair.forget.y).item()
         taylor = W_R * l_r(theta) + W_U * l_u(theta) - alpha * W_U * inner_product
         errors.append(abs(j - taylor.item()))
         assert errors[-1] < 0.05 * abs(alpha * W_U * inner_product.item())
@@ -83,14 +85,14 @@ def test_snip_trim_reinitialises_only_the_most_salient_entries_of_eligible_layer
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = Batch(torch.randn(32, 6), torch.randint(0, 3, (32,)), torch.arange(32))
-    snip_trim(model, batch, 0.9, ("3",), torch.Generator().manual_seed(0))
+    snip_trim(model, REQUEST, batch, 0.9, ("3",), torch.Generator().manual_seed(0))
     after = model.state_dict()
     for k in ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean"):
         assert torch.equal(after[k], before[k]), f"{k} is not eligible and must not change"
     changed = sum(int((after[k] != before[k]).sum()) for k in ("3.weight", "3.bias"))
     assert 0 < changed <= round(0.1 * (16 * 3 + 3)) + 1
     with pytest.raises(ValueError, match="trim_layers"):
-        snip_trim(model, batch, 0.9, ("nope",), torch.Generator())
+        snip_trim(model, REQUEST, batch, 0.9, ("nope",), torch.Generator())
 
 
 def test_fields_are_validated():

@@ -68,7 +68,7 @@ def test_fisher_diagonal_is_mean_of_squared_batch_mean_gradients():
     for b in batches:  # d mean CE / dW = (softmax(x Wᵀ) − onehot(y))ᵀ x / B
         err = (b.x @ net.weight.detach().T).softmax(-1) - F.one_hot(b.y, 3).float()
         want += (err.T @ b.x / len(b)) ** 2 / len(batches)
-    torch.testing.assert_close(fisher_diagonal(net, batches)["weight"], want)
+    torch.testing.assert_close(fisher_diagonal(net, tiny_request(), batches)["weight"], want)
 
 
 def test_forget_step_moves_only_masked_weights_without_momentum_and_decay():
@@ -76,7 +76,7 @@ def test_forget_step_moves_only_masked_weights_without_momentum_and_decay():
     params = trainable(net)
     keep = {k: (torch.rand_like(p) < 0.5).float() for k, p in params.items()}
     before = {k: p.detach().clone() for k, p in params.items()}
-    g = forget_grads(net, params, batch(), 25.0, 0.5, keep, 7.0)
+    g = forget_grads(net, tiny_request(), params, batch(), 25.0, 0.5, keep, 7.0)
     opt = T.sgd(0.1)
     apply_updates(params, opt.update(g, opt.init(params), params)[0])
     for k, p in params.items():
@@ -90,8 +90,8 @@ def test_forget_step_moves_only_masked_weights_without_momentum_and_decay():
 def test_clip_applies_after_alpha_scaling():
     net = model()
     params, ones = trainable(net), {k: torch.ones_like(p) for k, p in trainable(net).items()}
-    assert norm(forget_grads(net, params, batch(), 1e3, 0.5, ones, 1.0)) == pytest.approx(1.0, rel=1e-4)
-    small, double = (forget_grads(net, params, batch(), a, 0.5, ones, 7.0) for a in (1e-3, 2e-3))
+    assert norm(forget_grads(net, tiny_request(), params, batch(), 1e3, 0.5, ones, 1.0)) == pytest.approx(1.0, rel=1e-4)
+    small, double = (forget_grads(net, tiny_request(), params, batch(), a, 0.5, ones, 7.0) for a in (1e-3, 2e-3))
     assert norm(small) < 7.0
     for k in small:
         torch.testing.assert_close(double[k], 2 * small[k])
@@ -102,7 +102,7 @@ def test_forget_step_ascends_the_weighted_loss():
     params, ones = trainable(net), {k: torch.ones_like(p) for k, p in trainable(net).items()}
     b = batch()
     before = F.cross_entropy(net(b.x), b.y).item()
-    apply_updates(params, {k: -0.05 * g for k, g in forget_grads(net, params, b, 1.0, 0.5, ones, 7.0).items()})
+    apply_updates(params, {k: -0.05 * g for k, g in forget_grads(net, tiny_request(), params, b, 1.0, 0.5, ones, 7.0).items()})
     assert F.cross_entropy(net(b.x), b.y).item() > before
 
 

@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 from unlearnkit.bench.runner import method_from
 from unlearnkit.data import labels_of, take
-from unlearnkit.models import num_outputs
 from unlearnkit.request import UnlearnRequest
+from unlearnkit.tasks import Classification, Task, check_supported
 
 
 def make_request(model: nn.Module, train: Dataset, forget: Any, num_classes: int | None = None,
@@ -20,20 +20,22 @@ def make_request(model: nn.Module, train: Dataset, forget: Any, num_classes: int
     """A validated request; also checks that the model's output size fits the labels."""
     labels = labels_of(train)
     classes = num_classes or int(labels.max()) + 1
-    outputs = num_outputs(model, take(train, torch.tensor([0]))[0])
-    if outputs != classes or int(labels.max()) >= outputs:
-        raise ValueError(f"the model has {outputs} outputs but the data has {classes} classes")
-    return UnlearnRequest(train, torch.as_tensor(forget), classes, val=val, seed=seed, **kwargs)
+    if int(labels.max()) >= classes:
+        raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is {classes}")
+    request = UnlearnRequest(train, torch.as_tensor(forget), classes, val=val, seed=seed, **kwargs)
+    request.task.check_model(model, take(train, torch.tensor([0]))[0], classes)
+    return request
 
 
 def unlearn(model: nn.Module, train: Dataset, forget: Any, method: str = "salun", *, val: Dataset | None = None,
-            num_classes: int | None = None, seed: int = 0, **hparams: Any) -> nn.Module:
+            num_classes: int | None = None, seed: int = 0, task: Task | None = None, **hparams: Any) -> nn.Module:
     """A copy of `model` that has forgotten `train[forget]` by `method`; `model` is left untouched.
 
     Example: `unlearn(net, trainset, [3, 17, 42], "ft", epochs=5)`.
     """
     algorithm = method_from(method, hparams)
-    request = make_request(model, train, forget, num_classes, val, seed)
+    request = make_request(model, train, forget, num_classes, val, seed, task=task or Classification())
+    check_supported(algorithm, request.task, method)
     copy_ = copy.deepcopy(model)
     torch.manual_seed(seed)
     return algorithm(copy_, request)

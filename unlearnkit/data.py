@@ -6,7 +6,9 @@ memory) is simply faster because a batch is one indexing operation instead of a 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -17,12 +19,24 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 class ArrayDataset(Dataset):
-    """A dataset held as two tensors: inputs `x` (n, ...) and integer labels `y` (n,)."""
+    """A dataset held as two tensors: inputs `x` (n, ...) and integer labels `y` (n,).
 
-    def __init__(self, x: Tensor, y: Tensor, name: str = "") -> None:
+    `groups` optionally names where each sample came from (a review's source, a user id); the
+    forget spec `group:NAME` selects by it.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, name: str = "", groups: Sequence[str] | None = None) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        if groups is not None and len(groups) != len(y):
+            raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
         self.x, self.y, self.name = x, y.long(), name
+        self.groups = None if groups is None else np.asarray(groups, dtype=str)
+
+    def select(self, idx: Tensor, name: str = "") -> "ArrayDataset":
+        """The samples at positions `idx` (groups kept)."""
+        groups = None if self.groups is None else self.groups[idx.numpy()]
+        return ArrayDataset(self.x[idx], self.y[idx], name or self.name, groups)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -53,7 +67,7 @@ def labels_of(dataset: Dataset) -> Tensor:
 
 
 def subset(dataset: ArrayDataset, idx: Tensor, name: str = "") -> ArrayDataset:
-    return ArrayDataset(dataset.x[idx], dataset.y[idx], name or dataset.name)
+    return dataset.select(idx, name)
 
 
 def random_crop_flip(pad: int = 4) -> Augment:

@@ -13,7 +13,7 @@ import gzip
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,7 @@ class Data:
     test: ArrayDataset
     num_classes: int
     augment: Augment | None = None
+    model_kwargs: dict = field(default_factory=dict)  # what a model needs from the data (e.g. vocab_size)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -240,5 +241,5 @@ def holdout(data: ArrayDataset, fraction: float, seed: int = 0) -> tuple[ArrayDa
     """Split a training set into (train, val), stratified by nothing but a fixed seed."""
     tr, va = _split(len(data), fraction, seed)
     t, v = torch.as_tensor(tr), torch.as_tensor(va)
-    return ArrayDataset(data.x[t], data.y[t], data.name), ArrayDataset(data.x[v], data.y[v], data.name)
+    return data.select(t), data.select(v)
 

@@ -94,11 +94,16 @@ def virtual_step(loss: Tensor, params: Params, lr: float, first_order: bool = Fa
             for (k, p), g in zip(params.items(), grads)}
 
 
-def call(model: nn.Module, params: Params, x: Tensor) -> Tensor:
+def call(model: nn.Module, params: Params, *inputs: Tensor) -> Tensor:
     """The model's output at `params` (e.g. a lookahead θ'). Buffers are copied, so BatchNorm
     running statistics of the real model are never touched by these forwards."""
     buffers = {k: b.clone() for k, b in model.named_buffers()}
-    return functional_call(model, {**buffers, **params}, (x,))
+    return functional_call(model, {**buffers, **params}, inputs)
+
+
+def at(model: nn.Module, params: Params) -> Callable[..., Tensor]:
+    """`model` as a function evaluated at `params` (for `request.loss(at(model, fast), batch)`)."""
+    return lambda *inputs: call(model, params, *inputs)
 
 
 @torch.no_grad()

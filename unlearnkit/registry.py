@@ -52,3 +52,4 @@ class Registry(Generic[T]):
 METHODS: Registry[Any] = Registry("method")
 DATASETS: Registry[Any] = Registry("dataset")
 MODELS: Registry[Any] = Registry("model")
+TASKS: Registry[Any] = Registry("task")

@@ -10,13 +10,16 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from unlearnkit.data import Augment, labels_of, take
+from unlearnkit.tasks import Classification, Forward, Task
 
 Split = Literal["forget", "retain"]
 
@@ -63,6 +66,7 @@ class UnlearnRequest:
         seed: seeds every batch order this request hands out.
         recipe: how the original model was trained (Retrain reuses it), if known.
         classes: the classes forgotten whole, when the request is class-wise.
+        task: what the model does, and so its loss and evaluation (default: classification).
     """
 
     train: Dataset
@@ -74,6 +78,7 @@ class UnlearnRequest:
     seed: int = 0
     recipe: Any = None
     classes: tuple[int, ...] = ()
+    task: Task = field(default_factory=Classification)
 
     def __post_init__(self) -> None:
         n = len(self.train)  # type: ignore[arg-type]
@@ -118,6 +123,11 @@ class UnlearnRequest:
             raise RequestError(f"split must be 'forget' or 'retain', got {split!r}")
         return self.forget if split == "forget" else self.retain
 
+    def loss(self, forward: Forward, b: Batch, y: Tensor | None = None, reduction: str = "mean") -> Tensor:
+        """The task's loss of `forward` (the model, or the model at other parameters) on `b`,
+        with labels `y` instead of `b.y` when given (random labels, a remapped class)."""
+        return self.task.loss(forward, b.x, b.y if y is None else y, reduction)
+
     def then(self, forget: Tensor) -> "UnlearnRequest":
         """The next request in a sequence: earlier forget ids become excluded."""
         excluded = torch.cat([self.excluded, self.forget])
@@ -158,8 +168,10 @@ class UnlearnRequest:
             yield Pair(b, p) if anchor == "forget" else Pair(p, b)
 
 
-def parse_forget(spec: str, labels: Tensor, seed: int = 0) -> tuple[Tensor, tuple[int, ...]]:
-    """Forget ids from a spec: `random:0.1`, `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`.
+def parse_forget(spec: str, labels: Tensor, seed: int = 0,
+                 groups: Sequence[str] | None = None) -> tuple[Tensor, tuple[int, ...]]:
+    """Forget ids from a spec: `random:0.1`, `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`,
+    or `group:NAME` (every sample whose group, e.g. a review's source, is NAME).
 
     Returns the ids and the classes forgotten whole (empty unless the spec is class-wise).
     An ids file holds integers separated by spaces, commas or newlines, or a JSON list.
@@ -189,12 +201,23 @@ def parse_forget(spec: str, labels: Tensor, seed: int = 0) -> tuple[Tensor, tupl
             return members[torch.randperm(len(members), generator=gen)[:n]].sort().values, ()
         if kind in ("ids", "file"):
             return read_ids(Path(arg)), ()
+        if kind == "group":
+            return _group_ids(arg, groups), ()
     except ValueError as e:
         if isinstance(e, RequestError):
             raise
         raise RequestError(f"cannot parse forget spec {spec!r}: {e}") from None
     raise RequestError(
-        f"unknown forget spec {spec!r}; use random:F, class:C[,C], subclass:C:F or ids:FILE")
+        f"unknown forget spec {spec!r}; use random:F, class:C[,C], subclass:C:F, ids:FILE or group:NAME")
+
+
+def _group_ids(name: str, groups: Sequence[str] | None) -> Tensor:
+    if groups is None:
+        raise RequestError("forget spec group:NAME needs a dataset with groups (e.g. a review's source)")
+    known = sorted(set(str(g) for g in groups))
+    if name not in known:
+        raise RequestError(f"unknown group {name!r}; the dataset has groups {known}")
+    return torch.as_tensor((np.asarray(groups) == name).nonzero()[0], dtype=torch.long)
 
 
 def _check_classes(wanted: tuple[int, ...], known: list[int]) -> None:

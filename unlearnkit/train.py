@@ -13,11 +13,15 @@ from unlearnkit import transforms as T
 from unlearnkit.data import Augment, take
 from unlearnkit.loop import fit
 from unlearnkit.request import Batch
+from unlearnkit.tasks import Classification, Task
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A training recipe: SGD with momentum, cosine learning rate, crop/flip if the data has it."""
+    """A training recipe: SGD with momentum (or AdamW), cosine learning rate, crop/flip if the data has it.
+
+    `label_smoothing` applies to classification only.
+    """
 
     epochs: int = 30
     lr: float = 0.1
@@ -25,6 +29,11 @@ class Recipe:
     weight_decay: float = 5e-4
     batch_size: int = 128
     label_smoothing: float = 0.0
+    optimizer: str = "sgd"  # "sgd" (momentum, weight_decay) or "adamw" (weight_decay; momentum unused)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
 
 
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
@@ -49,13 +58,19 @@ def epoch_batches(dataset: Dataset, idx: Tensor, batch_size: int, epochs: int, s
 
 
 def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe, seed: int = 0,
-                augment: Augment | None = None) -> nn.Module:
-    """Train `model` on `dataset[idx]` with `recipe`. Mutates and returns `model`."""
+                augment: Augment | None = None, task: Task | None = None) -> nn.Module:
+    """Train `model` on `dataset[idx]` with `recipe` for `task` (default classification).
+    Mutates and returns `model`."""
     steps = recipe.epochs * -(-len(idx) // recipe.batch_size)
-    tx = T.sgd(T.Cosine(recipe.lr, steps), recipe.momentum, recipe.weight_decay)
+    lr = T.Cosine(recipe.lr, steps)
+    tx = (T.adamw(lr, weight_decay=recipe.weight_decay) if recipe.optimizer == "adamw"
+          else T.sgd(lr, recipe.momentum, recipe.weight_decay))
+    task = task or Classification()
 
     def loss(b):
-        return F.cross_entropy(model(b.x), b.y, label_smoothing=recipe.label_smoothing)
+        if recipe.label_smoothing and isinstance(task, Classification):
+            return F.cross_entropy(model(b.x), b.y, label_smoothing=recipe.label_smoothing)
+        return task.loss(model, b.x, b.y)
 
     torch.manual_seed(seed)
     return fit(model, epoch_batches(dataset, idx, recipe.batch_size, recipe.epochs, seed, augment), loss, tx)

@@ -9,8 +9,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-METRICS = ("UA", "RA", "TA", "MIA")
-COLUMNS = (*METRICS, "Avg. Gap", "RTE (× Retrain)")
+METRICS = ("UA", "RA", "TA", "MIA")  # classification; a record names its task's metrics
+
+
+def metrics_of(record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(record.get("task", {}).get("metrics", METRICS))
+
+
+def gap_metrics_of(record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(record.get("task", {}).get("gap_metrics", METRICS))
 
 
 def label(record: dict[str, Any], varying: set[str]) -> str:
@@ -44,8 +51,8 @@ def order(labels: list[str]) -> list[str]:
 
 def gap_of_means(recs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> float:
     """Avg. Gap as the SalUn line defines it: each metric averaged over seeds first, then the mean
-    over UA, RA, TA, MIA of |method − Retrain|."""
-    keys = ("UA", "RA", "TA", "MIA")
+    over the task's gap metrics (UA, RA, TA, MIA for classification) of |method − Retrain|."""
+    keys = gap_metrics_of(recs[0])
     return statistics.fmean(abs(mean_std([r["metrics"][k] for r in recs])[0] - mean_std([r["metrics"][k] for r in ref])[0])
                             for k in keys)
 
@@ -55,21 +62,23 @@ def markdown(records: list[dict[str, Any]]) -> str:
     parts = []
     for scenario, methods in group(records).items():
         ref = methods.get("retrain", [])
+        metrics = metrics_of(next(iter(methods.values()))[0])
+        columns = (*metrics, "Avg. Gap", "RTE (× Retrain)")
         rows, gaps = [], {}
         for name in order(list(methods)):
             recs = methods[name]
-            cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std([r["metrics"][k] for r in recs]) for k in METRICS)]
+            cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std([r["metrics"][k] for r in recs]) for k in metrics)]
             gap = gap_of_means(recs, ref) if ref else float("nan")
             if not name.startswith("retrain"):
                 gaps[name] = gap
             rte_m, rte_s = mean_std([r["metrics"]["rte"] for r in recs])
             rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", str(len(recs))])
         best = min(gaps, key=gaps.get) if gaps else None
-        header = "| method | " + " | ".join(COLUMNS) + " | seeds |"
-        lines = [f"### {scenario}", "", header, "|" + "---|" * (len(COLUMNS) + 2)]
+        header = "| method | " + " | ".join(columns) + " | seeds |"
+        lines = [f"### {scenario}", "", header, "|" + "---|" * (len(columns) + 2)]
         for row in rows:
             if row[0] == best:
-                row[5] = f"**{row[5]}**"
+                row[len(metrics) + 1] = f"**{row[len(metrics) + 1]}**"
             lines.append("| " + " | ".join(row) + " |")
         retrain_s = [r["retrain_seconds"] for recs in methods.values() for r in recs]
         lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average. RTE = method seconds "

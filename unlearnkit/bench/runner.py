@@ -16,9 +16,9 @@ import torch
 import unlearnkit
 from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
-from unlearnkit.eval.evaluate import evaluate
 from unlearnkit.eval.metrics import avg_gap
 from unlearnkit.registry import METHODS
+from unlearnkit.tasks import check_supported
 
 
 def method_from(name: str, hparams: dict[str, Any]) -> Any:
@@ -44,7 +44,7 @@ def reference(prepared: Prepared, cache: Path | None = None,
     meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
     metrics_key = digest(key, request.classes, extra_signals)
     if metrics_key not in _REFERENCE_METRICS:
-        _REFERENCE_METRICS[metrics_key] = evaluate(model, request, prepared.test, extra_signals)
+        _REFERENCE_METRICS[metrics_key] = request.task.evaluate(model, request, prepared.test, extra_signals)
     return model, meta, dict(_REFERENCE_METRICS[metrics_key])
 
 
@@ -53,6 +53,8 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain."""
     method = method_from(name, hparams)
     prepared = prepare(scenario, seed, cache)
+    task = prepared.request.task
+    check_supported(method, task, name)
     ref_model, ref_meta, ref_metrics = reference(prepared, cache, extra_signals)
     if name == "retrain" and not hparams:
         model, seconds, metrics, setup_seconds = ref_model, ref_meta["seconds"], dict(ref_metrics), 0.0
@@ -63,15 +65,16 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         start = time.perf_counter()
         method(model, prepared.request)
         seconds = time.perf_counter() - start
-        metrics = evaluate(model, prepared.request, prepared.test, extra_signals)
+        metrics = task.evaluate(model, prepared.request, prepared.test, extra_signals)
     seconds += setup_seconds
-    metrics.update(gap=avg_gap(metrics, ref_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
+    metrics.update(gap=avg_gap(metrics, ref_metrics, task.gap_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
                    setup_seconds=setup_seconds)
     record = {
         "key": record_key(name, hparams, scenario, seed),
         "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
         "scenario_spec": scenario.as_dict(), "seed": seed, "metrics": metrics,
         "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__,
+        "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics)},
         "env": environment(next(model.parameters()).device),
     }
     if keep_model:

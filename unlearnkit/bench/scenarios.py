@@ -15,7 +15,8 @@ from torch import nn
 from unlearnkit.checkpoint import cache_dir, digest, load_model, save_model
 from unlearnkit.data import ArrayDataset
 from unlearnkit.datasets import Data, holdout, load_data
-from unlearnkit.models import build_model, num_outputs
+from unlearnkit.models import build_model
+from unlearnkit.registry import TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model
 
@@ -43,6 +44,7 @@ class Scenario:
         checkpoint: optional path of a user's trained original (safetensors); never modified.
         train_size: use only this many training samples (a fixed class-stratified subset), to
             fit a benchmark into a CPU budget; None = all of them. Shown in the scenario name.
+        task: what the model does (a name in `TASKS`: classification, generation).
     """
 
     dataset: str = "digits"
@@ -53,6 +55,7 @@ class Scenario:
     val_fraction: float = 0.1
     checkpoint: str | None = None
     train_size: int | None = None
+    task: str = "classification"
 
     @property
     def name(self) -> str:
@@ -73,7 +76,18 @@ class Scenario:
         return self.recipe or DEFAULT_RECIPE.get(self.dataset, Recipe())
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "model": self.model_name, "width": self.model_width, "recipe": asdict(self.train_recipe)}
+        spec = {**asdict(self), "model": self.model_name, "width": self.model_width, "recipe": recipe_spec(self.train_recipe)}
+        if spec["task"] == "classification":
+            del spec["task"]  # keys of classification runs stay as they were before tasks existed
+        return spec
+
+
+def recipe_spec(recipe: Recipe) -> dict:
+    """The recipe as a dict, without fields at defaults added later (so earlier keys stay valid)."""
+    spec = asdict(recipe)
+    if spec["optimizer"] == "sgd":
+        del spec["optimizer"]
+    return spec
 
 
 @dataclass
@@ -86,7 +100,9 @@ class Prepared:
     original_meta: dict = field(default_factory=dict)
 
     def new_model(self) -> nn.Module:
-        kw = {} if self.scenario.model_width is None else {"width": self.scenario.model_width}
+        kw = dict(self.data.model_kwargs)
+        if self.scenario.model_width is not None:
+            kw["width"] = self.scenario.model_width
         return build_model(self.scenario.model_name, self.data.in_shape, self.data.num_classes, **kw)
 
 
@@ -111,7 +127,7 @@ def stratified_subset(data: ArrayDataset, size: int, seed: int = 0) -> ArrayData
         k = round(size * len(members) / len(data))
         picks.append(members[torch.randperm(len(members), generator=gen)[:k]])
     idx = torch.cat(picks).sort().values
-    return ArrayDataset(data.x[idx], data.y[idx], data.name)
+    return data.select(idx)
 
 
 def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepared:
@@ -119,9 +135,10 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepare
     # A user's checkpoint was trained on all of the training split: no part of it is held out.
     data, train, val = _data(scenario.dataset, 0.0 if scenario.checkpoint else scenario.val_fraction,
                              scenario.train_size)
-    ids, classes = parse_forget(scenario.forget, train.y, seed)
+    ids, classes = parse_forget(scenario.forget, train.y, seed, train.groups)
+    task = TASKS[scenario.task]()
     request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=data.augment, seed=seed,
-                             recipe=scenario.train_recipe, classes=classes)
+                             recipe=scenario.train_recipe, classes=classes, task=task)
     prepared = Prepared(scenario, data, request, data.test, nn.Identity())
     torch.manual_seed(0)  # the original's initialisation must not depend on what ran before
     model = prepared.new_model()
@@ -130,17 +147,16 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepare
     else:
         prepared.original_meta = cached_training(model, "original", original_key(scenario), cache,
                                                  lambda m: train_model(m, train, torch.arange(len(train)),
-                                                                       scenario.train_recipe, 0, data.augment))
-    outputs = num_outputs(model, train.x)
-    if outputs != data.num_classes:
-        raise ValueError(f"the model has {outputs} outputs but {scenario.dataset} has {data.num_classes} classes")
+                                                                       scenario.train_recipe, 0, data.augment, task))
+    task.check_model(model, train.x[:1], data.num_classes)
     prepared.original = model
     return prepared
 
 
 def original_key(s: Scenario) -> str:
-    return digest("original", s.dataset, s.model_name, s.model_width, asdict(s.train_recipe), s.val_fraction,
-                  s.train_size)
+    task = () if s.task == "classification" else (s.task,)
+    return digest("original", s.dataset, s.model_name, s.model_width, recipe_spec(s.train_recipe), s.val_fraction,
+                  s.train_size, *task)
 
 
 def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:

@@ -7,14 +7,15 @@ random forgetting needs a larger lr, 5e-4..1e-3), SGD m=0.9, wd 5e-4, train mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 
 
 @METHODS.register("ga")
@@ -35,8 +36,9 @@ class GradientAscent:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    tasks: ClassVar = LOSS_BASED
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
         batches = request.batches("forget", self.batch_size, self.epochs)
-        return fit(model, batches, lambda b: -F.cross_entropy(model(b.x), b.y), tx)
+        return fit(model, batches, lambda b: -request.loss(model, b), tx)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import transforms as T
@@ -25,6 +25,7 @@ from unlearnkit.loop import fit, trainable
 from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 
 
 @METHODS.register("l1-sparse")
@@ -49,6 +50,7 @@ class L1Sparse:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    tasks: ClassVar = LOSS_BASED
 
     def __post_init__(self) -> None:
         if self.gamma < 0:
@@ -64,7 +66,7 @@ class L1Sparse:
         params = trainable(model)
 
         def loss(b):
-            return {"ce": F.cross_entropy(model(b.x), b.y), "l1": sum(p.abs().sum() for p in params.values())}
+            return {"ce": request.loss(model, b), "l1": sum(p.abs().sum() for p in params.values())}
 
         return fit(model, request.batches("retain", self.batch_size, self.epochs), loss, tx)
 

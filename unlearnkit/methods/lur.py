@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import call, device_of, fit, grads_of, trainable, virtual_step
+from unlearnkit.loop import at, device_of, fit, grads_of, trainable, virtual_step
 from unlearnkit.registry import METHODS
 from unlearnkit.request import Batch, Pair, UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Params
 
 
@@ -76,6 +76,7 @@ class LUR:
     batch_size: int = 256
     trim_sparsity: float | None = None
     trim_layers: tuple[str, ...] = ()
+    tasks: ClassVar = LOSS_BASED
 
     def __post_init__(self) -> None:
         if self.inner not in ("retain", "forget"):
@@ -90,37 +91,37 @@ class LUR:
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         if self.trim_sparsity is not None:
             first = next(request.batches("forget", self.batch_size, augment=False, salt=11))
-            snip_trim(model, first, self.trim_sparsity, self.trim_layers, request.generator(11))
+            snip_trim(model, request, first, self.trim_sparsity, self.trim_layers, request.generator(11))
         gen = request.generator(13)
 
         def loss(pair: Pair) -> Tensor:
             y = pair.forget.y
             if self.forget_loss == "random_label":
                 y = torch.randint(request.num_classes, y.shape, generator=gen).to(y.device)
-            return self.objective(model, pair, y)
+            return self.objective(model, request, pair, y)
 
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
         return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx)
 
-    def objective(self, model: nn.Module, pair: Pair, forget_targets: Tensor) -> Tensor:
+    def objective(self, model: nn.Module, request: UnlearnRequest, pair: Pair, forget_targets: Tensor) -> Tensor:
         """J on one pair; `forget_targets` are the labels L_u uses (random ones for "random_label")."""
         params, f, r = trainable(model), pair.forget, pair.retain
         sign = -1.0 if self.forget_loss == "ascent" else 1.0
 
         def unlearn(p: Params) -> Tensor:
-            return sign * F.cross_entropy(call(model, p, f.x), forget_targets)
+            return sign * request.loss(at(model, p), f, forget_targets)
 
         if self.inner == "retain":
-            retain = F.cross_entropy(model(r.x), r.y)  # at θ: the one forward allowed to move BN stats
+            retain = request.loss(model, r)  # at θ: the one forward allowed to move BN stats
             fast = virtual_step(retain, params, self.inner_lr, self.first_order)
             return self.w_retain * retain + self.w_forget * unlearn(fast)
         forget = unlearn(params)
         fast = virtual_step(forget, params, self.inner_lr, self.first_order)
-        return self.w_forget * forget + self.w_retain * F.cross_entropy(call(model, fast, r.x), r.y)
+        return self.w_forget * forget + self.w_retain * request.loss(at(model, fast), r)
 
 
-def snip_trim(model: nn.Module, batch: Batch, sparsity: float, layers: tuple[str, ...],
-              gen: torch.Generator) -> None:
+def snip_trim(model: nn.Module, request: UnlearnRequest, batch: Batch, sparsity: float,
+              layers: tuple[str, ...], gen: torch.Generator) -> None:
     """Re-initialise the eligible parameter entries whose |grad · w| on `batch` is above the
     `sparsity` quantile (Scissorhands' SNIP step): Kaiming-uniform weights, zero biases."""
     eligible = trimmable(model, layers)
@@ -128,7 +129,7 @@ def snip_trim(model: nn.Module, batch: Batch, sparsity: float, layers: tuple[str
         raise ValueError(f"no Conv/Linear layer matches trim_layers={layers}")
     device = device_of(model)
     model.eval()
-    grads = grads_of(F.cross_entropy(model(batch.x.to(device)), batch.y.to(device)), eligible)
+    grads = grads_of(request.loss(model, batch.to(device)), eligible)
     scores = {k: (grads[k] * p).abs().detach() for k, p in eligible.items()}
     flat = torch.cat([s.flatten() for s in scores.values()])
     cutoff = flat.kthvalue(max(1, int(sparsity * flat.numel()))).values

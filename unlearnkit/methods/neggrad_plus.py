@@ -15,8 +15,8 @@ SalUn-protocol 5e-4 shared by every baseline here (the port uses none).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import transforms as T
@@ -24,6 +24,7 @@ from unlearnkit.loop import fit
 from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 
 
 @METHODS.register("neggrad+")
@@ -46,6 +47,7 @@ class NegGradPlus:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    tasks: ClassVar = LOSS_BASED
 
     def __post_init__(self) -> None:
         if not 0 <= self.beta <= 1:
@@ -56,8 +58,8 @@ class NegGradPlus:
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
 
         def loss(pair):
-            retain = F.cross_entropy(model(pair.retain.x), pair.retain.y)
-            forget = F.cross_entropy(model(pair.forget.x), pair.forget.y)
+            retain = request.loss(model, pair.retain)
+            forget = request.loss(model, pair.forget)
             return self.beta * retain - (1 - self.beta) * forget
 
         return fit(model, request.pairs(self.batch_size, self.epochs, anchor="retain"), loss, tx)

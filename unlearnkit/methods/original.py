@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
+
+from unlearnkit.tasks import LOSS_BASED
 
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
@@ -18,6 +21,8 @@ class Original:
     Args:
         (none): this method has no hyper-parameters.
     """
+
+    tasks: ClassVar = LOSS_BASED
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         return model

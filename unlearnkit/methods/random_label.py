@@ -17,10 +17,9 @@ Ambiguities and choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
@@ -28,6 +27,7 @@ from unlearnkit.loop import fit
 from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import Batch, UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 
 
 @METHODS.register("rl")
@@ -49,6 +49,7 @@ class RandomLabel:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    tasks: ClassVar = LOSS_BASED
     exclude_true_label: bool = False
 
     def __post_init__(self) -> None:
@@ -57,7 +58,7 @@ class RandomLabel:
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
-        return fit(model, batches, lambda b: F.cross_entropy(model(b.x), b.y), tx)
+        return fit(model, batches, lambda b: request.loss(model, b), tx)
 
 
 def relabelled_passes(request: UnlearnRequest, batch_size: int, epochs: int,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 from torch import nn
+
+from unlearnkit.tasks import LOSS_BASED
 
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
@@ -32,10 +35,11 @@ class Retrain:
     momentum: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None
+    tasks: ClassVar = LOSS_BASED
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         base = request.recipe if isinstance(request.recipe, Recipe) else Recipe()
         overrides = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         recipe = replace(base, **overrides)
         reinitialize(model, request.seed)
-        return train_model(model, request.train, request.retain, recipe, request.seed, request.augment)
+        return train_model(model, request.train, request.retain, recipe, request.seed, request.augment, request.task)

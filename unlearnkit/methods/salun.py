@@ -21,9 +21,9 @@ int(keep · #weights) elements are trainable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import transforms as T
@@ -32,6 +32,7 @@ from unlearnkit.methods.random_label import relabelled_passes
 from unlearnkit.fields import require_training_fields
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Grads
 
 
@@ -56,6 +57,7 @@ class SalUn:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    tasks: ClassVar = LOSS_BASED
     exclude_true_label: bool = False
 
     def __post_init__(self) -> None:
@@ -67,12 +69,12 @@ class SalUn:
         keep = saliency_mask(model, request, self.keep, self.batch_size)
         tx = T.chain(T.sgd(self.lr, self.momentum, self.weight_decay), T.mask(keep))
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
-        return fit(model, batches, lambda b: F.cross_entropy(model(b.x), b.y), tx)
+        return fit(model, batches, lambda b: request.loss(model, b), tx)
 
 
 def saliency_mask(model: nn.Module, request: UnlearnRequest, keep: float, batch_size: int = 256) -> Grads:
     """1 for the `keep` fraction of weights with the largest |Σ forget-loss gradient| (eval mode), else 0."""
-    grads = grad_sum(model, request.batches("forget", batch_size), lambda b: F.cross_entropy(model(b.x), b.y))
+    grads = grad_sum(model, request.batches("forget", batch_size), lambda b: request.loss(model, b))
     scores = torch.cat([g.abs().flatten() for g in grads.values()])
     flat = torch.zeros_like(scores)
     flat[scores.topk(int(keep * scores.numel())).indices] = 1.0

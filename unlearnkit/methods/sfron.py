@@ -33,16 +33,16 @@ import hashlib
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import apply_updates, device_of, grad_sum, grads_of, trainable
 from unlearnkit.registry import METHODS
 from unlearnkit.request import Batch, UnlearnRequest
+from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Grads, Params
 
 FISHER_CACHE: OrderedDict[tuple, tuple[Grads, Grads]] = OrderedDict()
@@ -81,6 +81,7 @@ class SFROn:
     batch_size: int = 128
     retain_fisher_batches: int | None = None
     slow_alpha: float | None = None
+    tasks: ClassVar = LOSS_BASED
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.forget_every < 1 or self.batch_size < 1:
@@ -107,12 +108,12 @@ class SFROn:
         for t in range(self.iterations):
             opt = T.sgd(lr(t), self.momentum, self.weight_decay)  # one shared state, lr set per iteration
             if t % self.forget_every == 0:
-                grads = forget_grads(model, params, next(forget).to(device), alpha(t), self.temperature,
+                grads = forget_grads(model, request, params, next(forget).to(device), alpha(t), self.temperature,
                                      keep, self.clip)
                 updates, state = opt.update(grads, state, params)
                 apply_updates(params, updates)
             b = next(retain).to(device)
-            updates, state = opt.update(grads_of(F.cross_entropy(model(b.x), b.y), params), state, params)
+            updates, state = opt.update(grads_of(request.loss(model, b), params), state, params)
             if slow is not None:
                 updates, slow_state = slow.update(updates, slow_state, params)
             apply_updates(params, updates)
@@ -125,8 +126,8 @@ class SFROn:
         if key not in FISHER_CACHE:
             retain = itertools.islice(request.batches("retain", self.batch_size, salt=11),
                                       self.retain_fisher_batches)
-            FISHER_CACHE[key] = (fisher_diagonal(model, request.batches("forget", self.batch_size, salt=11)),
-                                 fisher_diagonal(model, retain))
+            FISHER_CACHE[key] = (fisher_diagonal(model, request, request.batches("forget", self.batch_size, salt=11)),
+                                 fisher_diagonal(model, request, retain))
             while len(FISHER_CACHE) > 2:
                 FISHER_CACHE.popitem(last=False)
         return FISHER_CACHE[key]
@@ -138,23 +139,23 @@ def adaptive_weights(losses: Tensor, temperature: float) -> Tensor:
     return inv / inv.sum()
 
 
-def forget_grads(model: nn.Module, params: Params, batch: Batch, alpha: float, temperature: float,
-                 keep: Grads, clip: float) -> Grads:
+def forget_grads(model: nn.Module, request: UnlearnRequest, params: Params, batch: Batch, alpha: float,
+                 temperature: float, keep: Grads, clip: float) -> Grads:
     """Gradient of −α Σ w_i ℓ_i on one forget batch, masked by `keep`, then clipped to norm `clip`."""
-    losses = F.cross_entropy(model(batch.x), batch.y, reduction="none")
+    losses = request.loss(model, batch, reduction="none")
     loss = -alpha * (adaptive_weights(losses, temperature) * losses).sum()
     edit = T.chain(T.mask(keep), T.clip_by_global_norm(clip))
     return edit.update(grads_of(loss, params), edit.init(params), params)[0]
 
 
-def fisher_diagonal(model: nn.Module, batches: Iterable[Batch]) -> Grads:
-    """Mean over batches of the squared gradient of the batch-mean CE, in eval mode, on the CPU."""
+def fisher_diagonal(model: nn.Module, request: UnlearnRequest, batches: Iterable[Batch]) -> Grads:
+    """Mean over batches of the squared gradient of the batch-mean loss, in eval mode, on the CPU."""
     n = 0
 
     def loss(b: Batch) -> Tensor:
         nonlocal n
         n += 1
-        return F.cross_entropy(model(b.x), b.y)
+        return request.loss(model, b)
 
     total = grad_sum(model, batches, loss, square=True)
     return {k: (v / max(1, n)).cpu() for k, v in total.items()}
