@@ -184,3 +184,38 @@ def test_avg_gap_of_means_not_mean_of_gaps():
     assert report.gap_of_means(records[2:], ref) == 0.0
     row = next(line for line in report.markdown(records).splitlines() if line.startswith("| ga |"))
     assert row.split("|")[6].strip().strip("*") == "0.00"
+
+
+def test_methods_refuse_tasks_they_do_not_support():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from unlearnkit.registry import METHODS
+    from unlearnkit.tasks import Classification, check_supported, supported_tasks
+
+    @dataclass(frozen=True)
+    class Other(Classification):
+        name: ClassVar[str] = "other"
+
+    assert "generation" in supported_tasks(METHODS["ft"]) and supported_tasks(METHODS["scrub"]) == ("classification",)
+    with pytest.raises(ValueError, match="scrub does not support the other task"):
+        check_supported(METHODS["scrub"](), Other(), "scrub")
+    net, ds = nn.Linear(2, 2), ArrayDataset(torch.randn(10, 2), torch.arange(10) % 2)
+    with pytest.raises(ValueError, match="does not support the other task"):
+        unlearnkit.unlearn(net, ds, [0], "scrub", task=Other())
+    with pytest.raises(ValueError, match="method ga does not support the other task"):
+        unlearnkit.unlearn(net, ds, [0], "ga", task=Other())
+    assert isinstance(unlearnkit.unlearn(net, ds, [0], "ga", task=Classification(), epochs=1), nn.Module)
+
+
+def test_report_columns_follow_the_records_task():
+    task = {"name": "gen", "metrics": ["UA", "FID"], "gap_metrics": ["UA"]}
+
+    def rec(method, ua, fid):
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": 0, "retrain_seconds": 1.0, "task": task,
+                "metrics": {"UA": ua, "FID": fid, "gap": 0.0, "rte": 0.5}}
+
+    text = report.markdown([rec("retrain", 100.0, 5.0), rec("ga", 90.0, 50.0)])
+    assert "| method | UA | FID | Avg. Gap |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ga |"))
+    assert row.split("|")[4].strip().strip("*") == "10.00"  # the gap over UA only

@@ -82,3 +82,29 @@ def test_excluded_ids_are_validated(ds):
         UnlearnRequest(ds, torch.tensor([1]), 5, excluded=torch.tensor([-1]))
     with pytest.raises(RequestError, match="excluded"):
         UnlearnRequest(ds, torch.tensor([1]), 5, excluded=torch.tensor([3, 3]))
+
+
+def test_group_spec_selects_by_group_and_selection_keeps_groups():
+    ds = ArrayDataset(torch.zeros(6, 1), torch.tensor([0, 1, 0, 1, 0, 1]), groups=["a", "b", "a", "c", "a", "b"])
+    ids, classes = parse_forget("group:a", ds.y, groups=ds.groups)
+    assert ids.tolist() == [0, 2, 4] and classes == ()
+    part = ds.select(torch.tensor([3, 1]))
+    assert part.groups.tolist() == ["c", "b"] and part.y.tolist() == [1, 1]
+    with pytest.raises(RequestError, match=r"unknown group 'z'.*\['a', 'b', 'c'\]"):
+        parse_forget("group:z", ds.y, groups=ds.groups)
+    with pytest.raises(RequestError, match="needs a dataset with groups"):
+        parse_forget("group:a", ds.y)
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        ArrayDataset(torch.zeros(3, 1), torch.zeros(3), groups=["a", "b"])
+
+
+def test_request_loss_asks_the_task_and_relabels():
+    import torch.nn.functional as F
+
+    ds = ArrayDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2)
+    req = UnlearnRequest(ds, torch.tensor([0, 1]), 2)
+    net = torch.nn.Linear(3, 2)
+    b = req.batch(torch.arange(8))
+    torch.testing.assert_close(req.loss(net, b), F.cross_entropy(net(b.x), b.y))
+    other = 1 - b.y
+    torch.testing.assert_close(req.loss(net, b, other, reduction="none"), F.cross_entropy(net(b.x), other, reduction="none"))
