@@ -17,10 +17,11 @@ from unlearnkit.bench import report as reporting
 from unlearnkit.bench.runner import bench, read_records, run
 from unlearnkit.bench.scenarios import Scenario
 from unlearnkit.checkpoint import atomic_write, save_model
-from unlearnkit.registry import DATASETS, METHODS, MODELS
+from unlearnkit.registry import DATASETS, METHODS, MODELS, TASKS
+from unlearnkit.tasks import supported_tasks
 from unlearnkit.train import Recipe
 
-SCENARIO_FLAGS = ("dataset", "forget", "model", "width", "checkpoint")
+SCENARIO_FLAGS = ("dataset", "forget", "model", "width", "checkpoint", "train_size", "task")
 
 
 def first_line(doc: str | None) -> str:
@@ -64,10 +65,12 @@ def field_parser(parser: argparse.ArgumentParser, cls: type) -> None:
 def scenario_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("scenario")
     g.add_argument("--dataset", default="digits", help=f"built-in ({', '.join(DATASETS.names())}) or FORMAT:PATH")
-    g.add_argument("--forget", default="random:0.1", help="random:F | class:C[,C] | subclass:C:F | ids:FILE")
+    g.add_argument("--forget", default="random:0.1", help="random:F | class:C[,C] | subclass:C:F | ids:FILE | group:NAME")
     g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: per dataset)")
     g.add_argument("--width", type=int, default=None, help="model width (default: per dataset)")
     g.add_argument("--checkpoint", default=None, help="a trained original (safetensors); never modified")
+    g.add_argument("--train-size", type=int, default=None, help="use a stratified subset of the training set")
+    g.add_argument("--task", default="classification", help=f"one of {', '.join(TASKS.names())}")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--cache", type=Path, default=None, help="model cache (default $UNLEARNKIT_CACHE or ~/.cache/unlearnkit)")
 
@@ -95,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
     o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
     scenario_args(o)
-    o.add_argument("--train-size", type=int, default=None, help="use a stratified subset of the training set")
     o.add_argument("--batch-size", type=int, default=128)
     o.add_argument("--steps", type=int, default=30, help="updates timed per method")
     o.add_argument("--widths", default="", help="also time PGU's statistics pass at these widths, e.g. 8,16,32")
@@ -158,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("models", MODELS)):
+        for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("models", MODELS), ("tasks", TASKS)):
             print(f"{title}:")
             for n in reg.names():
                 obj = reg[n]
                 doc = reg.meta(n).get("doc") or first_line(obj.__doc__)
-                print(f"  {n:14s} {doc}")
+                tasks = f" [{', '.join(supported_tasks(obj))}]" if reg is METHODS else ""
+                print(f"  {n:14s} {doc}{tasks}")
         return 0
     if args.command == "run":
         hparams = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_")}
