@@ -18,6 +18,7 @@ def test_specs(ds, tmp_path):
     ids, classes = parse_forget("random:0.1", ds.y, seed=3)
     assert len(ids) == 10 and classes == () and len(ids.unique()) == 10
     assert not torch.equal(ids, parse_forget("random:0.1", ds.y, seed=4)[0])
+    assert len(parse_forget("random:7", ds.y)[0]) == 7
     ids, classes = parse_forget("class:2,4", ds.y)
     assert classes == (2, 4) and set(ds.y[ids].tolist()) == {2, 4} and len(ids) == 40
     ids, _ = parse_forget("subclass:1:0.5", ds.y)
@@ -29,7 +30,7 @@ def test_specs(ds, tmp_path):
     assert parse_forget(f"ids:{f}", ds.y)[0].tolist() == [5, 6]
 
 
-@pytest.mark.parametrize("spec,msg", [("class:9", "unknown class"), ("random:1.5", "in (0, 1)"),
+@pytest.mark.parametrize("spec,msg", [("class:9", "unknown class"), ("random:1.5", "in (0, 1)"), ("random:100", "count must be in"),
                                       ("wat:1", "unknown forget spec"), ("random:x", "cannot parse"),
                                       ("ids:/nonexistent/ids.txt", "not found"), ("subclass:1:0", "(0, 1]")])
 def test_bad_specs(ds, spec, msg):

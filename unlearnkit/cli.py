@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--steps", type=int, default=30, help="updates timed per method")
     o.add_argument("--widths", default="", help="also time PGU's statistics pass at these widths, e.g. 8,16,32")
     o.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
+    s = sub.add_parser("scaling", help="method time as |forget| and |train| grow; throughput vs plain training")
+    scenario_args(s)
+    s.add_argument("--methods", default="ft,ga,rl,salun,sfr-on,nabla-tau,pgu,lur,ltu", help="comma-separated")
+    s.add_argument("--fractions", default="0.01,0.05,0.1,0.3", help="forget fractions at the base --train-size")
+    s.add_argument("--train-sizes", default="2500,5000,10000", help="training-set sizes at a fixed forget count")
+    s.add_argument("--forget-count", type=int, default=250, help="|forget| for the train-size curve")
+    s.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=JSON",
+                   help="a hyper-parameter for one method, e.g. sfr-on.iterations=300 (repeatable)")
+    s.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
+    s.add_argument("--plot", type=Path, default=None, help="write the curves (PNG) here")
     r = sub.add_parser("report", help="render tables (and a plot) from a results JSONL")
     r.add_argument("results", type=Path)
     r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
@@ -186,6 +196,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return emit(records, args.report, args.plot)
     if args.command == "overhead":
         return overhead(args)
+    if args.command == "scaling":
+        return scaling(args)
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")
@@ -202,6 +214,23 @@ def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print
         reporting.plot(records, png)
     return 0
 
+
+
+def scaling(args: argparse.Namespace) -> int:
+    from unlearnkit.bench import scaling as measure
+
+    methods: dict[str, dict[str, Any]] = {m: {} for m in args.methods.split(",") if m}
+    for item in args.set:
+        target, _, value = item.partition("=")
+        name, _, field = target.rpartition(".")
+        if name not in methods or not field:
+            raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE for one of {list(methods)}")
+        methods[name][field] = json.loads(value)
+    base = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
+    result = measure.measure(methods, base, [float(f) for f in args.fractions.split(",")],
+                             [int(n) for n in args.train_sizes.split(",")], args.forget_count, args.seed, args.cache)
+    print(measure.write(result, args.out, args.plot))
+    return 0
 
 
 def overhead(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -50,6 +50,9 @@ class Pair:
 
     def to(self, device: torch.device | str) -> "Pair":
         return Pair(self.forget.to(device), self.retain.to(device))
+
+
+BATCH_HOOKS: list[Callable[[int], None]] = []  # called with each batch's size (benchmarks count samples)
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +140,8 @@ class UnlearnRequest:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
     def batch(self, idx: Tensor, augment: bool = False, gen: torch.Generator | None = None) -> Batch:
+        for hook in BATCH_HOOKS:
+            hook(len(idx))
         x, y = take(self.train, idx)
         if augment and self.augment is not None:
             x = self.augment(x, gen if gen is not None else self.generator(7))
@@ -170,7 +175,7 @@ class UnlearnRequest:
 
 def parse_forget(spec: str, labels: Tensor, seed: int = 0,
                  groups: Sequence[str] | None = None) -> tuple[Tensor, tuple[int, ...]]:
-    """Forget ids from a spec: `random:0.1`, `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`,
+    """Forget ids from a spec: `random:0.1` (a fraction), `random:200` (a count), `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`,
     or `group:NAME` (every sample whose group, e.g. a review's source, is NAME).
 
     Returns the ids and the classes forgotten whole (empty unless the spec is class-wise).
@@ -181,6 +186,11 @@ def parse_forget(spec: str, labels: Tensor, seed: int = 0,
     classes = sorted(set(labels.tolist()))
     try:
         if kind == "random":
+            if arg.isdigit():  # a count: random:200
+                n = int(arg)
+                if not 0 < n < len(labels):
+                    raise RequestError(f"random count must be in [1, {len(labels)}), got {n}")
+                return torch.randperm(len(labels), generator=gen)[:n].sort().values, ()
             frac = float(arg)
             if not 0 < frac < 1:
                 raise RequestError(f"random fraction must be in (0, 1), got {arg}")
