@@ -46,6 +46,18 @@ def test_record_fields_and_retrain_reference(cache):
     assert rec["metrics"]["rte"] == pytest.approx(rec["metrics"]["seconds"] / ref["metrics"]["seconds"])
     again = runner.run("ga", {"lr": 1e-3}, Scenario("digits", "random:0.1"), 0, cache)
     assert {k: again["metrics"][k] for k in ("UA", "RA", "TA", "MIA")} == {k: rec["metrics"][k] for k in ("UA", "RA", "TA", "MIA")}
+    hist = rec["loss_histograms"]
+    n_forget = round(0.1 * 0.9 * 0.8 * 1797)  # digits: 80% train, 10% of it held out, 10% forgotten
+    assert sum(hist["method"]["forget"]) == sum(hist["retrain"]["forget"]) == n_forget
+    assert len(hist["method"]["test"]) == len(hist["method"]["edges"]) - 1 and sum(hist["method"]["test"]) > 0
+
+
+def test_loss_histogram_figure(cache, tmp_path):
+    recs = [runner.run(m, {}, Scenario("digits", "class:3"), 0, cache) for m in ("retrain", "ga")]
+    assert report.plot_loss_histograms(recs, tmp_path / "h.png").stat().st_size > 0
+    for r in recs:
+        del r["loss_histograms"]
+    assert report.plot_loss_histograms(recs, tmp_path / "none.png") is None
 
 
 def test_grid_expands_lists_and_overrides(tmp_path):

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache", type=Path, default=None)
     b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
+    b.add_argument("--histograms", type=Path, default=None, help="also write per-sample loss histograms (PNG) here")
     o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
     scenario_args(o)
     o.add_argument("--batch-size", type=int, default=128)
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", type=Path)
     r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     r.add_argument("--plot", type=Path, default=None)
+    r.add_argument("--histograms", type=Path, default=None, help="per-sample loss histograms (PNG)")
     return p
 
 
@@ -193,7 +195,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "bench":
         records = bench(grid_jobs(args.grid), args.out, args.cache)
-        return emit(records, args.report, args.plot)
+        return emit(records, args.report, args.plot, histograms=args.histograms)
     if args.command == "overhead":
         return overhead(args)
     if args.command == "scaling":
@@ -201,10 +203,11 @@ def dispatch(args: argparse.Namespace) -> int:
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")
-    return emit(records, args.out, args.plot, print_table=args.out is None)
+    return emit(records, args.out, args.plot, print_table=args.out is None, histograms=args.histograms)
 
 
-def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print_table: bool = True) -> int:
+def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print_table: bool = True,
+         histograms: Path | None = None) -> int:
     table = reporting.markdown(records)
     if print_table:
         print(table)
@@ -212,6 +215,8 @@ def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print
         atomic_write(md, table.encode())
     if png:
         reporting.plot(records, png)
+    if histograms and reporting.plot_loss_histograms(records, histograms) is None:
+        print("unlearnkit: note: no record has loss histograms (records from before they were kept)", file=sys.stderr)
     return 0
 
 

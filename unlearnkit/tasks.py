@@ -56,6 +56,11 @@ class Classification:
 
         return evaluate(model, request, test, extra_signals)
 
+    def loss_histograms(self, model: nn.Module, request: "UnlearnRequest", test: Dataset) -> dict[str, list]:
+        from unlearnkit.eval.evaluate import loss_histograms
+
+        return loss_histograms(model, request, test)
+
     def check_model(self, model: nn.Module, example: Tensor, num_classes: int) -> None:
         from unlearnkit.models import num_outputs
 

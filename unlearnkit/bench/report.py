@@ -123,3 +123,41 @@ def save_figure(fig, path: Path) -> Path:
     tmp.replace(path)
     return path
 
+
+
+def plot_loss_histograms(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """Per scenario (rows) and method (columns): the forget set's per-sample loss distribution
+    after the method, after Retrain, and the test set's after the method (seeds pooled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {s: {m: [r for r in recs if "loss_histograms" in r] for m, recs in methods.items()
+                  if not m.startswith("retrain")} for s, methods in group(records).items()}
+    groups = {s: {m: recs for m, recs in methods.items() if recs} for s, methods in groups.items()}
+    groups = {s: methods for s, methods in groups.items() if methods}
+    if not groups:
+        return None
+    cols = max(len(m) for m in groups.values())
+    fig, axes = plt.subplots(len(groups), cols, figsize=(2.3 * cols, 2.0 * len(groups)), squeeze=False, sharex=True)
+    for row, (scenario, methods) in zip(axes, groups.items()):
+        for ax, name in zip(row, order(list(methods))):
+            hists = [r["loss_histograms"] for r in methods[name]]
+            edges = hists[0]["method"]["edges"]
+            for who, part, style in (("method", "forget", dict(color="C0", fill=True, alpha=0.5, label="forget")),
+                                     ("retrain", "forget", dict(color="k", fill=False, label="forget, Retrain")),
+                                     ("method", "test", dict(color="C3", fill=False, ls="--", label="test"))):
+                counts = [sum(h[who][part][i] for h in hists) for i in range(len(edges) - 1)]
+                total = max(1, sum(counts))
+                ax.stairs([c / total for c in counts], edges, **style)
+            ax.set_xscale("log")
+            ax.set_title(name, fontsize=7)
+            ax.tick_params(labelsize=6)
+        row[0].set_ylabel(scenario, fontsize=6)
+        for ax in row[len(methods):]:
+            ax.axis("off")
+    axes[0][0].legend(fontsize=5)
+    fig.supxlabel("per-sample cross-entropy (log scale)", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

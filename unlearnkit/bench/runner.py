@@ -77,6 +77,9 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics)},
         "env": environment(next(model.parameters()).device),
     }
+    if hasattr(task, "loss_histograms"):  # per-sample forget / test losses, for the report's histograms
+        record["loss_histograms"] = {"method": task.loss_histograms(model, prepared.request, prepared.test),
+                                     "retrain": task.loss_histograms(ref_model, prepared.request, prepared.test)}
     if keep_model:
         record["_model"] = model
     return record

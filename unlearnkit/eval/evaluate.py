@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of
-from unlearnkit.eval.metrics import SIGNALS, Outputs, accuracy, predict
+from unlearnkit.eval.metrics import SIGNALS, Outputs, accuracy, per_sample_loss, predict
 from unlearnkit.eval.mia import mia_efficacy
 from unlearnkit.request import UnlearnRequest
 
@@ -26,6 +26,18 @@ def split_outputs(model: nn.Module, request: UnlearnRequest, test: Dataset) -> d
 
 
 MIA_FIT_CAP = 2500
+LOSS_BIN_EDGES = torch.logspace(-5, 2, 29).tolist()  # per-sample CE, log-spaced; values outside go to the ends
+
+
+def loss_histograms(model: nn.Module, request: UnlearnRequest, test: Dataset) -> dict[str, list]:
+    """Counts of per-sample cross-entropy on the forget set and on the (kept) test set over
+    `LOSS_BIN_EDGES`: what a membership attacker sees, for the report's histograms."""
+    def counts(out: Outputs) -> list[int]:
+        losses = per_sample_loss(out).float().clamp(LOSS_BIN_EDGES[0], LOSS_BIN_EDGES[-1])
+        return torch.histc(losses.log10(), len(LOSS_BIN_EDGES) - 1, -5.0, 2.0).long().tolist()
+
+    return {"edges": LOSS_BIN_EDGES, "forget": counts(predict(model, request.train, request.forget)),
+            "test": counts(predict(model, test, kept_test_indices(request, test)))}
 
 
 def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, extra_signals: tuple[str, ...] = (),
