@@ -70,9 +70,10 @@ def test_rl_passes_are_sequential_forget_then_retain_with_true_retain_labels(toy
     forget_epoch = torch.cat([b.idx for b in batches[:n_f]])
     assert forget_epoch.sort().values.equal(request.forget.sort().values)
     retain = batches[n_f:n_f + n_r]
-    assert all(b.y.equal(request.labels[b.idx]) for b in retain)
-    forget_labels = torch.cat([b.y for b in batches[:n_f]])
-    assert not forget_labels.equal(request.labels[forget_epoch]), "forget labels must be redrawn"
+    assert all(b.y.equal(request.labels[b.idx]) and b.target is None for b in retain)
+    assert all(b.y.equal(request.labels[b.idx]) for b in batches[:n_f]), "forget batches keep their true labels"
+    targets = torch.cat([b.target for b in batches[:n_f]])
+    assert not targets.equal(request.labels[forget_epoch]), "forget targets must be redrawn"
 
 
 # ---- SalUn ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """unlearnkit: make a trained PyTorch model forget chosen training samples, and show that it did."""
 
+from unlearnkit import generation as _generation  # noqa: F401  (registers the generation task and `unet`)
 from unlearnkit import methods as _methods  # noqa: F401  (registers every method)
 from unlearnkit.eval.evaluate import evaluate
 from unlearnkit.eval.metrics import avg_gap

@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hyper-parameter for one method, e.g. sfr-on.iterations=300 (repeatable)")
     s.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     s.add_argument("--plot", type=Path, default=None, help="write the curves (PNG) here")
+    g = sub.add_parser("samples", help="a generation grid's samples per class: original, Retrain, every method")
+    g.add_argument("grid", type=Path)
+    g.add_argument("--out", type=Path, required=True, help="PNG path")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--per-class", type=int, default=6)
+    g.add_argument("--cache", type=Path, default=None)
     r = sub.add_parser("report", help="render tables (and a plot) from a results JSONL")
     r.add_argument("results", type=Path)
     r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
@@ -178,7 +184,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 obj = reg[n]
                 doc = reg.meta(n).get("doc") or first_line(obj.__doc__)
                 tasks = f" [{', '.join(supported_tasks(obj))}]" if reg is METHODS else ""
-                print(f"  {n:14s} {doc}{tasks}")
+                print(f"  {n:17s} {doc}{tasks}")
         return 0
     if args.command == "run":
         hparams = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_")}
@@ -200,6 +206,11 @@ def dispatch(args: argparse.Namespace) -> int:
         return overhead(args)
     if args.command == "scaling":
         return scaling(args)
+    if args.command == "samples":
+        from unlearnkit.bench.samples import sample_grid
+
+        print(sample_grid(grid_jobs(args.grid), args.out, args.seed, args.per_class, args.cache))
+        return 0
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")

@@ -243,3 +243,6 @@ def holdout(data: ArrayDataset, fraction: float, seed: int = 0) -> tuple[ArrayDa
     t, v = torch.as_tensor(tr), torch.as_tensor(va)
     return data.select(t), data.select(v)
 
+
+
+from unlearnkit import text as _text  # noqa: E402,F401  (registers text datasets, csv:/jsonl:, text models)

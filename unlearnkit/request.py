@@ -33,9 +33,11 @@ class Batch:
     x: Tensor
     y: Tensor
     idx: Tensor  # positions in the training set
+    target: Tensor | None = None  # labels to map the samples to (random-label methods), if any
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx)
+        target = None if self.target is None else self.target.to(device)
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx, target)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -126,10 +128,12 @@ class UnlearnRequest:
             raise RequestError(f"split must be 'forget' or 'retain', got {split!r}")
         return self.forget if split == "forget" else self.retain
 
-    def loss(self, forward: Forward, b: Batch, y: Tensor | None = None, reduction: str = "mean") -> Tensor:
-        """The task's loss of `forward` (the model, or the model at other parameters) on `b`,
-        with labels `y` instead of `b.y` when given (random labels, a remapped class)."""
-        return self.task.loss(forward, b.x, b.y if y is None else y, reduction)
+    def loss(self, forward: Forward, b: Batch, target: Tensor | None = None, reduction: str = "mean") -> Tensor:
+        """The task's loss of `forward` (the model, or the model at other parameters) on `b`; with a
+        `target` (default `b.target`), the loss that maps `b`'s samples to those labels instead
+        (classification: cross-entropy against `target`; generation: label `b.y` made to act like
+        `target`)."""
+        return self.task.loss(forward, b.x, b.y, reduction, target if target is not None else b.target)
 
     def then(self, forget: Tensor) -> "UnlearnRequest":
         """The next request in a sequence: earlier forget ids become excluded."""

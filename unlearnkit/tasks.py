@@ -29,7 +29,10 @@ class Task(Protocol):
     metrics: ClassVar[tuple[str, ...]]  # the report's columns, in order
     gap_metrics: ClassVar[tuple[str, ...]]  # what Avg. Gap to Retrain averages over
 
-    def loss(self, forward: Forward, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor: ...
+    def loss(self, forward: Forward, x: Tensor, y: Tensor, reduction: str = "mean",
+             target: Tensor | None = None) -> Tensor:
+        """The training loss of `forward` on (x, y); with `target`, the loss that makes samples of
+        label y behave as label `target` (what "random labels" means for this task)."""
 
     def evaluate(self, model: nn.Module, request: "UnlearnRequest", test: Dataset,
                  extra_signals: tuple[str, ...] = ()) -> dict[str, float]: ...
@@ -47,8 +50,9 @@ class Classification:
     metrics: ClassVar[tuple[str, ...]] = ("UA", "RA", "TA", "MIA")
     gap_metrics: ClassVar[tuple[str, ...]] = ("UA", "RA", "TA", "MIA")
 
-    def loss(self, forward: Forward, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.cross_entropy(forward(x), y, reduction=reduction)
+    def loss(self, forward: Forward, x: Tensor, y: Tensor, reduction: str = "mean",
+             target: Tensor | None = None) -> Tensor:
+        return F.cross_entropy(forward(x), y if target is None else target, reduction=reduction)
 
     def evaluate(self, model: nn.Module, request: "UnlearnRequest", test: Dataset,
                  extra_signals: tuple[str, ...] = ()) -> dict[str, float]:

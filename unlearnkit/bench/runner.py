@@ -42,7 +42,7 @@ def reference(prepared: Prepared, cache: Path | None = None,
     key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
     model = prepared.new_model()
     meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
-    metrics_key = digest(key, request.classes, extra_signals)
+    metrics_key = digest(key, request.classes, extra_signals, dataclasses.asdict(request.task))
     if metrics_key not in _REFERENCE_METRICS:
         _REFERENCE_METRICS[metrics_key] = request.task.evaluate(model, request, prepared.test, extra_signals)
     return model, meta, dict(_REFERENCE_METRICS[metrics_key])
@@ -74,7 +74,8 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
         "scenario_spec": scenario.as_dict(), "seed": seed, "metrics": metrics,
         "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__,
-        "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics)},
+        "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics),
+                 "fields": dataclasses.asdict(task)},
         "env": environment(next(model.parameters()).device),
     }
     if hasattr(task, "loss_histograms"):  # per-sample forget / test losses, for the report's histograms

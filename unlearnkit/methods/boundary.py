@@ -114,11 +114,35 @@ class BoundaryExpand:
 
 
 def nearest_other_class(reference: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-    """`reference`'s predicted labels on the one-step FGSM images x + eps·sign(∇x CE(reference(x), y))."""
-    x_adv = x.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(reference(x_adv), y), x_adv)
-    with torch.no_grad():
-        return reference(x + eps * grad.sign()).argmax(1)
+    """`reference`'s predicted labels on the one-step FGSM images x + eps·sign(∇x CE(reference(x), y)).
+
+    Token ids (integer inputs) have no gradient: the step is taken on the output of the model's
+    first nn.Embedding / nn.EmbeddingBag instead (eps in embedding units)."""
+    if x.is_floating_point():
+        x_adv = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(reference(x_adv), y), x_adv)
+        with torch.no_grad():
+            return reference(x + eps * grad.sign()).argmax(1)
+    embedding = next((m for m in reference.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))), None)
+    if embedding is None:
+        raise ValueError("bs needs floating-point inputs, or an nn.Embedding to perturb for integer inputs")
+    seen: dict[str, Tensor] = {}
+
+    def leaf(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        seen["e"] = out.detach().requires_grad_(True)
+        return seen["e"]
+
+    handle = embedding.register_forward_hook(leaf)
+    try:
+        (grad,) = torch.autograd.grad(F.cross_entropy(reference(x), y), seen["e"])
+    finally:
+        handle.remove()
+    handle = embedding.register_forward_hook(lambda module, args, out: out + eps * grad.sign())
+    try:
+        with torch.no_grad():
+            return reference(x).argmax(1)
+    finally:
+        handle.remove()
 
 
 def last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:

@@ -95,16 +95,19 @@ class LUR:
         gen = request.generator(13)
 
         def loss(pair: Pair) -> Tensor:
-            y = pair.forget.y
+            targets = None  # ascent: the forget loss at the true labels
             if self.forget_loss == "random_label":
-                y = torch.randint(request.num_classes, y.shape, generator=gen).to(y.device)
-            return self.objective(model, request, pair, y)
+                y = pair.forget.y
+                targets = torch.randint(request.num_classes, y.shape, generator=gen).to(y.device)
+            return self.objective(model, request, pair, targets)
 
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
         return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx)
 
-    def objective(self, model: nn.Module, request: UnlearnRequest, pair: Pair, forget_targets: Tensor) -> Tensor:
-        """J on one pair; `forget_targets` are the labels L_u uses (random ones for "random_label")."""
+    def objective(self, model: nn.Module, request: UnlearnRequest, pair: Pair,
+                  forget_targets: Tensor | None) -> Tensor:
+        """J on one pair; `forget_targets` are the labels L_u maps the forget samples to (random
+        ones for "random_label"; None = their own labels, for "ascent")."""
         params, f, r = trainable(model), pair.forget, pair.retain
         sign = -1.0 if self.forget_loss == "ascent" else 1.0
 

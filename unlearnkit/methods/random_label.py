@@ -66,7 +66,7 @@ def relabelled_passes(request: UnlearnRequest, batch_size: int, epochs: int,
     """Per epoch: the forget batches with random labels, then the retain batches as they are."""
     for epoch in range(epochs):
         for b in request.batches("forget", batch_size, salt=epoch):
-            yield Batch(b.x, random_labels(b.y, request.num_classes, exclude_true_label), b.idx)
+            yield Batch(b.x, b.y, b.idx, target=random_labels(b.y, request.num_classes, exclude_true_label))
         yield from request.batches("retain", batch_size, salt=epoch)
 
 

@@ -126,8 +126,13 @@ class SFROn:
         if key not in FISHER_CACHE:
             retain = itertools.islice(request.batches("retain", self.batch_size, salt=11),
                                       self.retain_fisher_batches)
-            FISHER_CACHE[key] = (fisher_diagonal(model, request, request.batches("forget", self.batch_size, salt=11)),
-                                 fisher_diagonal(model, request, retain))
+            # A stochastic loss (diffusion noise) draws from the global RNG: fork it, so the Fisher
+            # depends only on model, data and seed, and a cache hit leaves the stream unchanged.
+            with torch.random.fork_rng(devices=[] if device_of(model).type == "cpu" else [device_of(model)]):
+                torch.manual_seed(request.seed)
+                FISHER_CACHE[key] = (fisher_diagonal(model, request,
+                                                     request.batches("forget", self.batch_size, salt=11)),
+                                     fisher_diagonal(model, request, retain))
             while len(FISHER_CACHE) > 2:
                 FISHER_CACHE.popitem(last=False)
         return FISHER_CACHE[key]

@@ -1,0 +1,130 @@
+"""`Generation`: class-conditional diffusion as an unlearnkit task (loss + evaluation).
+
+The model is a noise predictor `model(x_t, t, y)` (e.g. `MODELS["unet"]`). Every method's
+`request.loss(forward, batch)` becomes the denoising loss conditioned on the batch's labels, so
+"descend on retain", "ascend on forget", "random labels" etc. mean what they do in the SalUn and
+SFR-on DDPM code. Evaluation samples images per class and scores them with the judge
+(`unlearnkit.generation.judge`), following SalUn's DDPM protocol at a small scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from unlearnkit.data import labels_of, take
+from unlearnkit.generation.diffusion import Schedule, denoising_loss, remap_loss, sample
+from unlearnkit.generation.judge import frechet_distance, judge_outputs, load_or_train_judge
+from unlearnkit.registry import TASKS
+from unlearnkit.tasks import Forward
+
+if TYPE_CHECKING:
+    from unlearnkit.request import UnlearnRequest
+
+
+@TASKS.register("generation")
+@dataclass(frozen=True)
+class Generation:
+    """Class-conditional DDPM (ε-prediction) with classifier-free guidance.
+
+    Metrics (judge = a CNN trained on the real training data, all classes):
+      UA: % of samples conditioned on a forgotten class that the judge does NOT assign to it.
+      Acc_retain: % of samples of the remaining classes that the judge assigns to their condition.
+      FID: Fréchet distance of the judge's penultimate features, generated vs real TEST images of
+        the remaining classes. Not Inception-FID: comparable only within one judge and sample size.
+      P_forget: mean judge probability of the forgotten class on its own samples.
+    Avg. Gap averages UA and Acc_retain (both in %); FID is unbounded and reported apart.
+
+    Args:
+        T: diffusion steps of the noise schedule (training and sampling).
+        schedule: "linear" (β 1e-4..0.02, scaled by 1000/T) or "cosine".
+        p_uncond: probability of dropping the label in the loss (classifier-free guidance).
+        sampler: "ddim" (η = 0) or "ddpm" (ancestral), for evaluation.
+        steps: sampling steps (strided over T).
+        guidance: w in ε̂ = (1 + w)ε(x, y) − wε(x, ∅); the SalUn/SFR-on evaluations use 2.0.
+        samples_per_class: images generated per class for the metrics.
+        seed: seed of the sampling noise.
+        clip_x0: clip predicted x_0 to the training data's range while sampling.
+    """
+
+    name: ClassVar[str] = "generation"
+    metrics: ClassVar[tuple[str, ...]] = ("UA", "Acc_retain", "FID", "P_forget")
+    gap_metrics: ClassVar[tuple[str, ...]] = ("UA", "Acc_retain")
+    T: int = 1000
+    schedule: str = "linear"
+    p_uncond: float = 0.1
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 2.0
+    samples_per_class: int = 100
+    seed: int = 0
+    clip_x0: bool = True
+
+    def __post_init__(self) -> None:
+        Schedule(self.T, self.schedule)  # validates T and schedule
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+
+    @property
+    def noise(self) -> Schedule:
+        return Schedule(self.T, self.schedule)
+
+    def loss(self, forward: Forward, x: Tensor, y: Tensor, reduction: str = "mean",
+             target: Tensor | None = None) -> Tensor:
+        """The denoising loss conditioned on `y`; with `target`, teach label `y` to act like label
+        `target` on `x`: ‖ε_θ(x_t, t, y) − sg[ε_θ(x_t, t, target)]‖² (SalUn's DDPM "rl" forget
+        loss, Unlearn-Saliency `DDPM/runners/diffusion.py`). The plain loss conditioned on `target`
+        would instead teach `target` to draw `x`, leaving `y` untouched."""
+        if target is not None:
+            return remap_loss(forward, x, y, target, self.noise, reduction)
+        return denoising_loss(forward, x, y, self.noise, self.p_uncond, reduction)
+
+    def check_model(self, model: nn.Module, example: Tensor, num_classes: int) -> None:
+        """The model must map (x_t, t, y) to a noise prediction of x_t's shape."""
+        device = next(model.parameters()).device
+        x = example[:1].to(device)
+        with torch.no_grad():
+            out = model(x, torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device))
+        if out.shape != x.shape:
+            raise ValueError(f"a generation model must predict noise of the input's shape {tuple(x.shape)}, "
+                             f"got {tuple(out.shape)}")
+
+    def generate(self, model: nn.Module, labels: Tensor, train: Dataset, seed: int | None = None) -> Tensor:
+        """Images for `labels` with this task's sampler settings, clipped to `train`'s range."""
+        x, _ = take(train, torch.arange(min(len(labels_of(train)), 4096)))
+        clip = (float(x.min()), float(x.max())) if self.clip_x0 else None
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        return sample(model, labels, tuple(x.shape[1:]), self.noise, self.steps, self.guidance,
+                      self.sampler, gen, clip)
+
+    def evaluate(self, model: nn.Module, request: "UnlearnRequest", test: Dataset,
+                 extra_signals: tuple[str, ...] = ()) -> dict[str, float]:
+        """UA, Acc_retain, FID, P_forget (see the class docstring), plus the sampling settings
+        as numbers (`steps`, `guidance`, `samples_per_class`, `T`). `extra_signals` (MIA signals of
+        classification) does not apply and is ignored."""
+        if not request.classes:
+            raise ValueError("the generation task needs a class-wise request (forget spec class:C): "
+                             "its metrics sample images per forgotten class")
+        forgotten = torch.tensor(sorted(request.classes))
+        kept = torch.tensor([c for c in range(request.num_classes) if c not in request.classes])
+        judge = load_or_train_judge(request.train, request.num_classes, device=next(model.parameters()).device)
+        labels = torch.arange(request.num_classes).repeat_interleave(self.samples_per_class)
+        probs, feats = judge_outputs(judge, self.generate(model, labels, request.train))
+        is_f, is_k = torch.isin(labels, forgotten), torch.isin(labels, kept)
+        pred = probs.argmax(-1)
+        test_labels = labels_of(test)
+        real_idx = torch.isin(test_labels, kept).nonzero().flatten()
+        _, real_feats = judge_outputs(judge, take(test, real_idx)[0])
+        nan = float("nan")
+        return {"UA": 100.0 * (pred[is_f] != labels[is_f]).double().mean().item(),
+                "Acc_retain": 100.0 * (pred[is_k] == labels[is_k]).double().mean().item() if is_k.any() else nan,
+                "FID": frechet_distance(feats[is_k], real_feats) if is_k.any() else nan,
+                "P_forget": probs[is_f].gather(1, labels[is_f, None]).mean().item(),
+                "steps": float(self.steps), "guidance": float(self.guidance),
+                "samples_per_class": float(self.samples_per_class), "T": float(self.T)}
