@@ -220,3 +220,10 @@ def test_fit_with_objectives_requires_combiner_and_runs():
     before = nn.functional.cross_entropy(model(x[4:]), y[4:]).item()
     fit(model, [B()] * 20, loss, T.chain(T.weighted(forget=0.1, retain=1.0), T.sgd(0.1)))
     assert nn.functional.cross_entropy(model(x[4:]), y[4:]).item() < before
+
+
+def test_optimizer_by_name():
+    assert T.optimizer("sgd", 0.1, 0.9, 5e-4) == T.sgd(0.1, 0.9, 5e-4)
+    assert T.optimizer("adam", 1e-3, 0.9, 0.0) == T.adamw(1e-3, weight_decay=0.0)
+    with pytest.raises(ValueError, match="'sgd' or 'adam'"):
+        T.optimizer("rmsprop", 0.1)

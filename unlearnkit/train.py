@@ -63,8 +63,7 @@ def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe,
     Mutates and returns `model`."""
     steps = recipe.epochs * -(-len(idx) // recipe.batch_size)
     lr = T.Cosine(recipe.lr, steps)
-    tx = (T.adamw(lr, weight_decay=recipe.weight_decay) if recipe.optimizer == "adamw"
-          else T.sgd(lr, recipe.momentum, recipe.weight_decay))
+    tx = T.optimizer("adam" if recipe.optimizer == "adamw" else "sgd", lr, recipe.momentum, recipe.weight_decay)
     task = task or Classification()
 
     def loss(b):

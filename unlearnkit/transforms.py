@@ -294,6 +294,16 @@ def adamw(lr: Schedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 
     return Adam(lr, b1, b2, eps, weight_decay, decoupled=True)
 
 
+def optimizer(kind: str, lr: Schedule, momentum: float = 0.0, weight_decay: float = 0.0) -> SGD | Adam:
+    """By name: "sgd" = sgd(lr, momentum, weight_decay); "adam" = adamw(lr, weight_decay=weight_decay)
+    (decoupled decay; `momentum` unused: β1 = 0.9)."""
+    if kind == "sgd":
+        return sgd(lr, momentum, weight_decay)
+    if kind == "adam":
+        return adamw(lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
+
+
 # ---- fast/slow weights ---------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -99,8 +99,13 @@ def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> fl
     return time.perf_counter() - start
 
 
+KEY_NEUTRAL = {"optimizer": "sgd"}  # fields added later, left out of keys at these values (old records stay valid)
+
+
 def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int) -> str:
-    return digest(name, dataclasses.asdict(method_from(name, hparams)), scenario.as_dict(), seed)
+    fields = {k: v for k, v in dataclasses.asdict(method_from(name, hparams)).items()
+              if k not in KEY_NEUTRAL or KEY_NEUTRAL[k] != v}
+    return digest(name, fields, scenario.as_dict(), seed)
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import ClassVar
 from torch import nn
 
 from unlearnkit import transforms as T
+from unlearnkit.fields import require_training_fields
 from unlearnkit.loop import fit
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
@@ -29,6 +30,7 @@ class GradientAscent:
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         batch_size: batch size.
+        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
     """
 
     epochs: int = 5
@@ -36,9 +38,10 @@ class GradientAscent:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    optimizer: str = "sgd"
     tasks: ClassVar = LOSS_BASED
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
-        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+        tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         batches = request.batches("forget", self.batch_size, self.epochs)
         return fit(model, batches, lambda b: -request.loss(model, b), tx)

@@ -57,6 +57,7 @@ class LUR:
         momentum: outer SGD momentum.
         weight_decay: outer SGD weight decay.
         batch_size: batch size of both the forget and the retain batches.
+        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
         trim_sparsity: if set, SNIP-trim before training: re-initialise the (1 − trim_sparsity)
             most forget-salient entries of the eligible parameters. None (default) skips trimming.
         trim_layers: name prefixes of the modules eligible for trimming (e.g. ("layer3", "layer4",
@@ -74,6 +75,7 @@ class LUR:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    optimizer: str = "sgd"
     trim_sparsity: float | None = None
     trim_layers: tuple[str, ...] = ()
     tasks: ClassVar = LOSS_BASED
@@ -101,7 +103,7 @@ class LUR:
                 targets = torch.randint(request.num_classes, y.shape, generator=gen).to(y.device)
             return self.objective(model, request, pair, targets)
 
-        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+        tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx)
 
     def objective(self, model: nn.Module, request: UnlearnRequest, pair: Pair,

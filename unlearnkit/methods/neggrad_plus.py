@@ -39,6 +39,7 @@ class NegGradPlus:
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         batch_size: size of each retain batch and each forget batch.
+        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
     """
 
     beta: float = 0.95
@@ -47,6 +48,7 @@ class NegGradPlus:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    optimizer: str = "sgd"
     tasks: ClassVar = LOSS_BASED
 
     def __post_init__(self) -> None:
@@ -55,7 +57,7 @@ class NegGradPlus:
         require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
-        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+        tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
 
         def loss(pair):
             retain = request.loss(model, pair.retain)

@@ -41,6 +41,7 @@ class RandomLabel:
         momentum: SGD momentum, shared by the forget and retain passes.
         weight_decay: SGD weight decay.
         batch_size: batch size of both passes.
+        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
         exclude_true_label: draw random labels among the K−1 wrong classes only (default: all K).
     """
 
@@ -49,6 +50,7 @@ class RandomLabel:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    optimizer: str = "sgd"
     tasks: ClassVar = LOSS_BASED
     exclude_true_label: bool = False
 
@@ -56,7 +58,7 @@ class RandomLabel:
         require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
-        tx = T.sgd(self.lr, self.momentum, self.weight_decay)
+        tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
         return fit(model, batches, lambda b: request.loss(model, b), tx)
 

@@ -48,6 +48,7 @@ class SalUn:
         momentum: SGD momentum (applied before the mask: frozen weights never move).
         weight_decay: SGD weight decay (applied before the mask: frozen weights never move).
         batch_size: batch size of the saliency pass and of both training passes.
+        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
         exclude_true_label: draw random labels among the K−1 wrong classes only (default: all K).
     """
 
@@ -57,6 +58,7 @@ class SalUn:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
+    optimizer: str = "sgd"
     tasks: ClassVar = LOSS_BASED
     exclude_true_label: bool = False
 
@@ -67,7 +69,7 @@ class SalUn:
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         keep = saliency_mask(model, request, self.keep, self.batch_size)
-        tx = T.chain(T.sgd(self.lr, self.momentum, self.weight_decay), T.mask(keep))
+        tx = T.chain(T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay), T.mask(keep))
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
         return fit(model, batches, lambda b: request.loss(model, b), tx)
 
