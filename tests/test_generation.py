@@ -206,3 +206,43 @@ def test_frechet_distance_of_diverged_samples_is_inf():
     bad = good.clone()
     bad[3, 1] = float("nan")
     assert frechet_distance(bad, good) == float("inf")
+
+
+def test_generation_through_the_bench_grid_and_samples(tmp_path, monkeypatch):
+    """The same CLI path as classification: grid → records (task fields, gap over UA and
+    Acc_retain) → report → sample grid; methods that need logits are refused."""
+    from unlearnkit.bench import runner
+    from unlearnkit.bench.samples import sample_grid
+    from unlearnkit.cli import grid_jobs, main
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    grid = tmp_path / "g.toml"
+    grid.write_text('''seeds = [0]
+[[scenario]]
+dataset = "digits"
+task = "generation"
+task_options = { samples_per_class = 3, steps = 2, T = 50 }
+forget = "class:2"
+width = 8
+train_size = 400
+recipe = { epochs = 1, lr = 2e-3, batch_size = 64, optimizer = "adamw", weight_decay = 0.0 }
+[methods.retrain]
+[methods.rl]
+epochs = 1
+optimizer = "adam"
+lr = 1e-3
+''')
+    out = tmp_path / "r.jsonl"
+    assert main(["bench", str(grid), "--out", str(out), "--report", str(tmp_path / "r.md")]) == 0
+    records = runner.read_records(out)
+    rl = next(r for r in records if r["method"] == "rl")
+    assert rl["task"]["name"] == "generation" and rl["task"]["fields"]["steps"] == 2
+    m = rl["metrics"]
+    ref = next(r for r in records if r["method"] == "retrain")["metrics"]
+    assert m["gap"] == pytest.approx((abs(m["UA"] - ref["UA"]) + abs(m["Acc_retain"] - ref["Acc_retain"])) / 2)
+    assert "| method | UA | Acc_retain | FID | P_forget |" in (tmp_path / "r.md").read_text()
+    png = sample_grid(grid_jobs(grid), tmp_path / "s.png", per_class=2)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    scenario = grid_jobs(grid)[0][2]
+    with pytest.raises(ValueError, match="scrub does not support the generation task"):
+        runner.run("scrub", {}, scenario, 0)
