@@ -50,6 +50,14 @@ def _alpha_bars(s: Schedule, device: str) -> Tensor:
     return torch.cumprod(1 - betas, 0).float().to(device)
 
 
+def noised(x: Tensor, schedule: Schedule) -> tuple[Tensor, Tensor, Tensor]:
+    """(x_t, t, ε): x_t = √ᾱ_t x + √(1−ᾱ_t) ε with t ~ U{0..T−1} and ε ~ N(0, I), from the global RNG."""
+    t = torch.randint(0, schedule.T, (x.shape[0],), device=x.device)
+    noise = torch.randn_like(x)
+    ab = schedule.alpha_bars(x.device)[t].view(-1, *([1] * (x.dim() - 1)))
+    return ab.sqrt() * x + (1 - ab).sqrt() * noise, t, noise
+
+
 def denoising_loss(forward: Forward, x: Tensor, y: Tensor, schedule: Schedule, p_uncond: float = 0.1,
                    reduction: str = "mean") -> Tensor:
     """‖ε − ε_θ(√ᾱ_t x + √(1−ᾱ_t) ε, t, y')‖², averaged over pixels, with t ~ U{0..T−1},
@@ -60,10 +68,7 @@ def denoising_loss(forward: Forward, x: Tensor, y: Tensor, schedule: Schedule, p
     and SFR-on code sum over pixels; the mean here differs by the constant C·H·W.)
     """
     n = x.shape[0]
-    t = torch.randint(0, schedule.T, (n,), device=x.device)
-    noise = torch.randn_like(x)
-    ab = schedule.alpha_bars(x.device)[t].view(-1, *([1] * (x.dim() - 1)))
-    x_t = ab.sqrt() * x + (1 - ab).sqrt() * noise
+    x_t, t, noise = noised(x, schedule)
     if p_uncond > 0:
         y = torch.where(torch.rand(n, device=x.device) < p_uncond, torch.full_like(y, NULL_LABEL), y)
     return _reduce((forward(x_t, t, y) - noise).pow(2).flatten(1).mean(1), reduction)
@@ -72,9 +77,7 @@ def denoising_loss(forward: Forward, x: Tensor, y: Tensor, schedule: Schedule, p
 def remap_loss(forward: Forward, x: Tensor, y: Tensor, target: Tensor, schedule: Schedule,
                reduction: str = "mean") -> Tensor:
     """‖ε_θ(x_t, t, y) − sg[ε_θ(x_t, t, target)]‖² per sample (pixel mean), same t and ε for both."""
-    t = torch.randint(0, schedule.T, (x.shape[0],), device=x.device)
-    ab = schedule.alpha_bars(x.device)[t].view(-1, *([1] * (x.dim() - 1)))
-    x_t = ab.sqrt() * x + (1 - ab).sqrt() * torch.randn_like(x)
+    x_t, t, _ = noised(x, schedule)
     with torch.no_grad():
         goal = forward(x_t, t, target)
     return _reduce((forward(x_t, t, y) - goal).pow(2).flatten(1).mean(1), reduction)
