@@ -139,10 +139,13 @@ def plot_loss_histograms(records: list[dict[str, Any]], path: Path) -> Path | No
     groups = {s: methods for s, methods in groups.items() if methods}
     if not groups:
         return None
-    cols = max(len(m) for m in groups.values())
-    fig, axes = plt.subplots(len(groups), cols, figsize=(2.3 * cols, 2.0 * len(groups)), squeeze=False, sharex=True)
-    for row, (scenario, methods) in zip(axes, groups.items()):
-        for ax, name in zip(row, order(list(methods))):
+    cols = min(7, max(len(m) for m in groups.values()))
+    rows = [(scenario, names[i:i + cols]) for scenario, methods in groups.items()
+            for names in [order(list(methods))] for i in range(0, len(names), cols)]
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.0 * len(rows)), squeeze=False, sharex=True)
+    for row, (scenario, names) in zip(axes, rows):
+        methods = groups[scenario]
+        for ax, name in zip(row, names):
             hists = [r["loss_histograms"] for r in methods[name]]
             edges = hists[0]["method"]["edges"]
             for who, part, style in (("method", "forget", dict(color="C0", fill=True, alpha=0.5, label="forget")),
@@ -152,10 +155,9 @@ def plot_loss_histograms(records: list[dict[str, Any]], path: Path) -> Path | No
                 total = max(1, sum(counts))
                 ax.stairs([c / total for c in counts], edges, **style)
             ax.set_xscale("log")
-            ax.set_title(name, fontsize=7)
+            ax.set_title(f"{name}\n{scenario}", fontsize=6)
             ax.tick_params(labelsize=6)
-        row[0].set_ylabel(scenario, fontsize=6)
-        for ax in row[len(methods):]:
+        for ax in row[len(names):]:
             ax.axis("off")
     axes[0][0].legend(fontsize=5)
     fig.supxlabel("per-sample cross-entropy (log scale)", fontsize=8)
