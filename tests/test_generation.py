@@ -209,8 +209,9 @@ def test_frechet_distance_of_diverged_samples_is_inf():
 
 
 def test_generation_through_the_bench_grid_and_samples(tmp_path, monkeypatch):
-    """The same CLI path as classification: grid → records (task fields, gap over UA and
-    Acc_retain) → report → sample grid; methods that need logits are refused."""
+    """Every generation method on digits through the same CLI path as classification: grid →
+    records (task fields, gap over UA and Acc_retain) → report → sample grid; methods that need
+    logits are refused."""
     from unlearnkit.bench import runner
     from unlearnkit.bench.samples import sample_grid
     from unlearnkit.cli import grid_jobs, main
@@ -226,15 +227,18 @@ forget = "class:2"
 width = 8
 train_size = 400
 recipe = { epochs = 1, lr = 2e-3, batch_size = 64, optimizer = "adamw", weight_decay = 0.0 }
-[methods.retrain]
-[methods.rl]
+[defaults]
 epochs = 1
+iterations = 5
 optimizer = "adam"
 lr = 1e-3
-''')
+batch_size = 64
+''' + "".join(f'[methods."{name}"]\n' for name in GENERATION_METHODS))
     out = tmp_path / "r.jsonl"
     assert main(["bench", str(grid), "--out", str(out), "--report", str(tmp_path / "r.md")]) == 0
     records = runner.read_records(out)
+    assert {r["method"] for r in records} == set(GENERATION_METHODS)
+    assert all(set(Generation.metrics) <= r["metrics"].keys() for r in records)
     rl = next(r for r in records if r["method"] == "rl")
     assert rl["task"]["name"] == "generation" and rl["task"]["fields"]["steps"] == 2
     m = rl["metrics"]
