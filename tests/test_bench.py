@@ -231,3 +231,13 @@ def test_report_columns_follow_the_records_task():
     assert "| method | UA | FID | Avg. Gap |" in text
     row = next(line for line in text.splitlines() if line.startswith("| ga |"))
     assert row.split("|")[4].strip().strip("*") == "10.00"  # the gap over UA only
+
+
+def test_report_reads_records_written_before_a_field_existed():
+    def rec(method, hparams):
+        return {"method": method, "hparams": hparams, "scenario": "s", "seed": 0, "retrain_seconds": 1.0,
+                "metrics": {"UA": 1.0, "RA": 1.0, "TA": 1.0, "MIA": 1.0, "gap": 0.0, "rte": 0.5}}
+
+    old, new = rec("ft", {"lr": 0.01}), rec("ft", {"lr": 0.01, "optimizer": "sgd"})
+    assert report.markdown([rec("retrain", {}), old, new]).count("| ft |") == 1  # the same variant
+    assert "| ft(optimizer=adam) |" in report.markdown([old, rec("ft", {"lr": 0.01, "optimizer": "adam"})])

@@ -20,9 +20,17 @@ def gap_metrics_of(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(record.get("task", {}).get("gap_metrics", METRICS))
 
 
+KEY_NEUTRAL = {"optimizer": "sgd"}  # fields added later: absent from old records, left out of keys at these values
+
+
+def hparams_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's hyper-parameters, with fields added since it was written at their neutral values."""
+    return {**KEY_NEUTRAL, **record["hparams"]}
+
+
 def label(record: dict[str, Any], varying: set[str]) -> str:
     """The method name, plus the hyper-parameters that differ between its runs in this report."""
-    h = record["hparams"]
+    h = hparams_of(record)
     extra = ",".join(f"{k}={h[k]}" for k in sorted(varying))
     return f"{record['method']}({extra})" if extra else record["method"]
 
@@ -32,8 +40,9 @@ def group(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, A
     varying: dict[str, set[str]] = defaultdict(set)
     first: dict[str, dict[str, Any]] = {}
     for r in records:
-        ref = first.setdefault(r["method"], r["hparams"])
-        varying[r["method"]] |= {k for k in r["hparams"] if r["hparams"][k] != ref.get(k)}
+        h = hparams_of(r)
+        ref = first.setdefault(r["method"], h)
+        varying[r["method"]] |= {k for k in h if h[k] != ref.get(k)}
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         out[r["scenario"]][label(r, varying[r["method"]])].append(r)

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import torch
 
 import unlearnkit
+from unlearnkit.bench.report import KEY_NEUTRAL
 from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
 from unlearnkit.eval.metrics import avg_gap
@@ -97,9 +98,6 @@ def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> fl
     if hasattr(method, "prepare"):
         method.prepare(model, prepared.request)
     return time.perf_counter() - start
-
-
-KEY_NEUTRAL = {"optimizer": "sgd"}  # fields added later, left out of keys at these values (old records stay valid)
 
 
 def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int) -> str:
