@@ -233,7 +233,8 @@ iterations = 5
 optimizer = "adam"
 lr = 1e-3
 batch_size = 64
-''' + "".join(f'[methods."{name}"]\n' for name in GENERATION_METHODS))
+''' + "".join(f'[methods."{name}"]\n' for name in GENERATION_METHODS if name != "sfr-on")
+                    + '[methods."sfr-on"]\niterations = [3, 5]\n')
     out = tmp_path / "r.jsonl"
     assert main(["bench", str(grid), "--out", str(out), "--report", str(tmp_path / "r.md")]) == 0
     records = runner.read_records(out)
@@ -245,8 +246,13 @@ batch_size = 64
     ref = next(r for r in records if r["method"] == "retrain")["metrics"]
     assert m["gap"] == pytest.approx((abs(m["UA"] - ref["UA"]) + abs(m["Acc_retain"] - ref["Acc_retain"])) / 2)
     assert "| method | UA | Acc_retain | FID | P_forget |" in (tmp_path / "r.md").read_text()
+    import unlearnkit.generation.grid as grid_module
+
+    drawn, real_save = {}, grid_module.save_grid
+    monkeypatch.setattr(grid_module, "save_grid", lambda models, *a, **k: drawn.update(models) or real_save(models, *a, **k))
     png = sample_grid(grid_jobs(grid), tmp_path / "s.png", per_class=2)
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert {"original", "retrain", "sfr-on iterations=3", "sfr-on iterations=5", "ga"} <= set(drawn)
     scenario = grid_jobs(grid)[0][2]
     with pytest.raises(ValueError, match="scrub does not support the generation task"):
         runner.run("scrub", {}, scenario, 0)

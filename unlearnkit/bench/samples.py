@@ -26,12 +26,12 @@ def sample_grid(jobs: list[tuple[str, dict[str, Any], Scenario, int]], path: Pat
     scenario = mine[0][2]
     prepared = prepare(scenario, seed, cache)
     models = {"original": prepared.original, "retrain": reference(prepared, cache)[0]}
-    for name, hparams, sc, _ in mine:
-        if sc != scenario or name in ("retrain", "original"):
-            continue
+    runs = [(name, hparams) for name, hparams, sc, _ in mine if sc == scenario and name not in ("retrain", "original")]
+    for name, hparams in runs:  # labelled by the hyper-parameters that differ between runs of a method
+        varying = {k for n, h in runs if n == name for k in h if h[k] != hparams.get(k)}
         model = copy.deepcopy(prepared.original)
         torch.manual_seed(seed)
-        label = name + "".join(f" {k}={v}" for k, v in hparams.items() if k in ("lr", "alpha"))
+        label = name + "".join(f" {k}={hparams[k]}" for k in sorted(varying))
         models[label] = method_from(name, hparams)(model, prepared.request)
     request = prepared.request
     return save_grid(models, request.task, request.train, path, range(request.num_classes), per_class,
