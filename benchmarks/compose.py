@@ -90,7 +90,7 @@ def optional_sections() -> str:
     """Text, generation and scaling sections, each present once its results exist."""
     parts = []
     if (RESULTS / "text.md").is_file():
-        parts.append(f"""## Movie reviews (text), bag-of-embeddings classifier
+        parts.append(f"""## Movie reviews (text): bag-of-embeddings model and a head on a pretrained sentence encoder
 
 `unlearnkit bench benchmarks/text.toml` (records in `benchmarks/results/text.jsonl`).
 

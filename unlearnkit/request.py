@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
-
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -179,8 +178,9 @@ class UnlearnRequest:
 
 def parse_forget(spec: str, labels: Tensor, seed: int = 0,
                  groups: Sequence[str] | None = None) -> tuple[Tensor, tuple[int, ...]]:
-    """Forget ids from a spec: `random:0.1` (a fraction), `random:200` (a count), `class:3`, `class:3,5`, `subclass:3:0.5`, `ids:FILE`,
-    or `group:NAME` (every sample whose group, e.g. a review's source, is NAME).
+    """Forget ids from a spec: `random:0.1` (a fraction), `random:200` (a count), `class:3`,
+    `class:3,5`, `subclass:3:0.5`, `ids:FILE`, or `group:NAME` (every sample whose group, e.g. a
+    review's source, is NAME).
 
     Returns the ids and the classes forgotten whole (empty unless the spec is class-wise).
     An ids file holds integers separated by spaces, commas or newlines, or a JSON list.
