@@ -241,3 +241,12 @@ def test_report_reads_records_written_before_a_field_existed():
     old, new = rec("ft", {"lr": 0.01}), rec("ft", {"lr": 0.01, "optimizer": "sgd"})
     assert report.markdown([rec("retrain", {}), old, new]).count("| ft |") == 1  # the same variant
     assert "| ft(optimizer=adam) |" in report.markdown([old, rec("ft", {"lr": 0.01, "optimizer": "adam"})])
+
+
+def test_report_marks_diverged_seeds():
+    def rec(method, seed, diverged):
+        m = {"UA": 1.0, "RA": 1.0, "TA": 1.0, "MIA": 1.0, "gap": 0.0, "rte": 0.5, **({"diverged": 1.0} if diverged else {})}
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0, "metrics": m}
+
+    text = report.markdown([rec("retrain", 0, False), rec("ga", 0, True), rec("ga", 1, False)])
+    assert next(line for line in text.splitlines() if line.startswith("| ga |")).endswith("| 2 (1 diverged) |")

@@ -67,3 +67,22 @@ def test_evaluate_drops_forgotten_class_from_test_and_scores_original(toy_cnn):
     assert set(metrics) == {"UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy"}
     assert metrics["UA"] < 20 and metrics["RA"] > 80  # the original still knows class 3
     assert all(0 <= v <= 100 for v in metrics.values())
+
+
+def test_a_diverged_model_is_evaluated_not_crashed():
+    from unlearnkit.data import ArrayDataset
+    from unlearnkit.eval.evaluate import evaluate, loss_histograms
+    from unlearnkit.request import UnlearnRequest
+
+    g = torch.Generator().manual_seed(0)
+    train = ArrayDataset(torch.randn(60, 3, generator=g), torch.arange(60) % 3)
+    test = ArrayDataset(torch.randn(30, 3, generator=g), torch.arange(30) % 3)
+    net = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        net.weight.fill_(float("nan"))
+    request = UnlearnRequest(train, torch.arange(6), 3)
+    metrics = evaluate(net, request, test)
+    assert metrics["diverged"] == 1.0 and 0 <= metrics["MIA"] <= 100
+    assert sum(loss_histograms(net, request, test)["forget"]) == 6
+    net.weight.data.zero_()
+    assert "diverged" not in evaluate(net, request, test)

@@ -81,7 +81,9 @@ def markdown(records: list[dict[str, Any]]) -> str:
             if not name.startswith("retrain"):
                 gaps[name] = gap
             rte_m, rte_s = mean_std([r["metrics"]["rte"] for r in recs])
-            rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", str(len(recs))])
+            diverged = sum(1 for r in recs if r["metrics"].get("diverged"))
+            seeds = f"{len(recs)} ({diverged} diverged)" if diverged else str(len(recs))
+            rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", seeds])
         best = min(gaps, key=gaps.get) if gaps else None
         header = "| method | " + " | ".join(columns) + " | seeds |"
         lines = [f"### {scenario}", "", header, "|" + "---|" * (len(columns) + 2)]
@@ -91,7 +93,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
             lines.append("| " + " | ".join(row) + " |")
         retrain_s = [r["retrain_seconds"] for recs in methods.values() for r in recs]
         lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average. RTE = method seconds "
-                  "(set-up included) / Retrain seconds on the same request and seed."]
+                  "(set-up included) / Retrain seconds on the same request and seed. \"diverged\": seeds whose "
+                  "model produced non-finite outputs (their metrics count non-finite signals as 0)."]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -33,7 +33,7 @@ def loss_histograms(model: nn.Module, request: UnlearnRequest, test: Dataset) ->
     """Counts of per-sample cross-entropy on the forget set and on the (kept) test set over
     `LOSS_BIN_EDGES`: what a membership attacker sees, for the report's histograms."""
     def counts(out: Outputs) -> list[int]:
-        losses = per_sample_loss(out).float().clamp(LOSS_BIN_EDGES[0], LOSS_BIN_EDGES[-1])
+        losses = per_sample_loss(out).float().nan_to_num(LOSS_BIN_EDGES[-1]).clamp(LOSS_BIN_EDGES[0], LOSS_BIN_EDGES[-1])
         return torch.histc(losses.log10(), len(LOSS_BIN_EDGES) - 1, -5.0, 2.0).long().tolist()
 
     return {"edges": LOSS_BIN_EDGES, "forget": counts(predict(model, request.train, request.forget)),
@@ -52,8 +52,12 @@ def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, extra_sig
     ~30 s on two cores, on 2×2.5k about 2 s. `mia_fit_cap=None` gives the full SalUn protocol."""
     out = split_outputs(model, request, test)
     metrics = {"UA": 100.0 - accuracy(out["forget"]), "RA": accuracy(out["retain"]), "TA": accuracy(out["test"])}
+    if not all(torch.isfinite(o.logits).all() for o in out.values()):
+        metrics["diverged"] = 1.0  # the method blew the model up; its non-finite signals count as 0
     for signal in ("confidence",) + tuple(extra_signals):
-        fn = SIGNALS[signal]
+        def fn(o: Outputs, f=SIGNALS[signal]) -> torch.Tensor:
+            return torch.nan_to_num(f(o), nan=0.0, posinf=0.0, neginf=0.0)
+
         members, nonmembers = fn(out["retain"])[: len(out["test"].labels)], fn(out["test"])
         if mia_fit_cap is not None and len(nonmembers) > mia_fit_cap:
             gen = torch.Generator().manual_seed(0)  # a fixed random subset: stored order may be by class
