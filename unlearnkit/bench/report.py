@@ -145,10 +145,12 @@ def plot_loss_histograms(records: list[dict[str, Any]], path: Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {s: {m: [r for r in recs if "loss_histograms" in r] for m, recs in methods.items()
-                  if not m.startswith("retrain")} for s, methods in group(records).items()}
-    groups = {s: {m: recs for m, recs in methods.items() if recs} for s, methods in groups.items()}
-    groups = {s: methods for s, methods in groups.items() if methods}
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for scenario, methods in group(records).items():
+        for name, recs in methods.items():
+            kept = [r for r in recs if "loss_histograms" in r]
+            if kept and not name.startswith("retrain"):
+                groups.setdefault(scenario, {})[name] = kept
     if not groups:
         return None
     cols = min(7, max(len(m) for m in groups.values()))

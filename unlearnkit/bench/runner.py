@@ -32,21 +32,25 @@ def method_from(name: str, hparams: dict[str, Any]) -> Any:
     return cls(**hparams)
 
 
-_REFERENCE_METRICS: dict[str, dict[str, float]] = {}
+_REFERENCE_METRICS: dict[str, tuple[dict[str, float], dict | None]] = {}
 
 
-def reference(prepared: Prepared, cache: Path | None = None,
-              extra_signals: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict, dict[str, float]]:
+def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tuple[str, ...] = ()
+              ) -> tuple[torch.nn.Module, dict, dict[str, float], dict | None]:
     """The Retrain model for this request (trained once per forget set and seed, then cached),
-    its sidecar (with the training seconds) and its metrics."""
+    its sidecar (with the training seconds), its metrics and its loss histograms (None when the
+    task has none); metrics and histograms are computed once per process."""
     request = prepared.request
     key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
     model = prepared.new_model()
     meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
     metrics_key = digest(key, request.classes, extra_signals, dataclasses.asdict(request.task))
     if metrics_key not in _REFERENCE_METRICS:
-        _REFERENCE_METRICS[metrics_key] = request.task.evaluate(model, request, prepared.test, extra_signals)
-    return model, meta, dict(_REFERENCE_METRICS[metrics_key])
+        task = request.task
+        histograms = task.loss_histograms(model, request, prepared.test) if hasattr(task, "loss_histograms") else None
+        _REFERENCE_METRICS[metrics_key] = (task.evaluate(model, request, prepared.test, extra_signals), histograms)
+    metrics, histograms = _REFERENCE_METRICS[metrics_key]
+    return model, meta, dict(metrics), histograms
 
 
 def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache: Path | None = None,
@@ -56,7 +60,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     prepared = prepare(scenario, seed, cache)
     task = prepared.request.task
     check_supported(method, task, name)
-    ref_model, ref_meta, ref_metrics = reference(prepared, cache, extra_signals)
+    ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
     if name == "retrain" and not hparams:
         model, seconds, metrics, setup_seconds = ref_model, ref_meta["seconds"], dict(ref_metrics), 0.0
     else:
@@ -79,9 +83,9 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
                  "fields": dataclasses.asdict(task)},
         "env": environment(next(model.parameters()).device),
     }
-    if hasattr(task, "loss_histograms"):  # per-sample forget / test losses, for the report's histograms
+    if ref_histograms is not None:  # per-sample forget / test losses, for the report's histograms
         record["loss_histograms"] = {"method": task.loss_histograms(model, prepared.request, prepared.test),
-                                     "retrain": task.loss_histograms(ref_model, prepared.request, prepared.test)}
+                                     "retrain": ref_histograms}
     if keep_model:
         record["_model"] = model
     return record

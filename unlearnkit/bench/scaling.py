@@ -69,14 +69,11 @@ def measure(methods: dict[str, dict[str, Any]], base: Scenario, fractions: list[
             forget_count: int, seed: int = 0, cache: Path | None = None) -> dict[str, Any]:
     """Every method at every forget fraction (|train| = base.train_size) and every train size
     (|forget| = forget_count); throughput at the base scenario with the first fraction >= 0.1."""
-    by_forget: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
-    forget_sizes = []
-    warm = prepare(replace(base, forget=f"random:{fractions[0]}"), seed, cache)
+    by_fraction = {f: prepare(replace(base, forget=f"random:{f}"), seed, cache) for f in fractions}
     for m, hp in methods.items():  # untimed warm-up: first-call allocations and kernel selection
-        timed(m, hp, warm)
-    for f in fractions:
-        prepared = prepare(replace(base, forget=f"random:{f}"), seed, cache)
-        forget_sizes.append(len(prepared.request.forget))
+        timed(m, hp, by_fraction[fractions[0]])
+    by_forget: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for prepared in by_fraction.values():
         for m, hp in methods.items():
             by_forget[m].append(timed(m, hp, prepared))
     by_train: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
@@ -84,9 +81,10 @@ def measure(methods: dict[str, dict[str, Any]], base: Scenario, fractions: list[
         prepared = prepare(replace(base, forget=f"random:{forget_count}", train_size=n), seed, cache)
         for m, hp in methods.items():
             by_train[m].append(timed(m, hp, prepared))
-    reference = prepare(replace(base, forget=f"random:{next((f for f in fractions if f >= 0.1), fractions[-1])}"),
-                        seed, cache)
-    return {"scenario": base.name.rsplit(" ", 1)[0], "fractions": fractions, "forget_sizes": forget_sizes, "train_sizes": train_sizes,
+    reference = by_fraction[next((f for f in fractions if f >= 0.1), fractions[-1])]
+    forget_sizes = [len(p.request.forget) for p in by_fraction.values()]
+    return {"scenario": base.name.rsplit(" ", 1)[0], "fractions": fractions, "forget_sizes": forget_sizes,
+            "train_sizes": train_sizes,
             "forget_count": forget_count, "by_forget": by_forget, "by_train": by_train,
             "plain_training_throughput": training_throughput(reference),
             "reference_forget_size": len(reference.request.forget)}
