@@ -37,11 +37,11 @@ Regenerate everything on this page with one command (resumable; trained models a
 bash scripts/benchmarks.sh
 ```
 
-It runs `unlearnkit bench` on `benchmarks/fashion.toml`, `text.toml` and `generation.toml`
+It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `fashion.toml`, `text.toml` and `generation.toml`
 (records in `benchmarks/results/*.jsonl`), `unlearnkit overhead` (the step-cost table),
 `unlearnkit samples` (the generation grid), `unlearnkit scaling` and `benchmarks/compose.py`
 (this page). Each record also stores the torch thread count it ran with.
-
+{cifar_section()}
 Machine: {cpu_name()}, {env['threads']} torch threads, device {env['device']}; torch {env['torch']},
 Python {env['python']}. Times are wall-clock seconds measured in the same run as Retrain's
 training, reported as RTE = method seconds / Retrain seconds (Retrain = 1.00).
@@ -64,21 +64,65 @@ included in RTE; the step-cost section below reports it separately.
 ## Cost of one unlearning step
 
 Time of one update of each method divided by the time of one plain fine-tune step on the same
-model, data and batch size, measured in the same run (`unlearnkit overhead`). A step is whatever
-the method does between two parameter updates, so a method that also processes a retain batch,
-takes a lookahead step or evaluates a stopping rule pays for it here. Set-up is the time before
-the first update (saliency masks, Fisher diagonals, MI heads, PGU's statistics and bases). The
-mean includes periodic work between updates (PGU's per-epoch stopping-rule evaluation, ∇τ's τ
-refresh); the median step ratio leaves it out. FT's step processes one batch; NegGrad+, ∇τ, LUR
-and LTU process a forget and a retain batch per update.
+model, measured in the same run (`unlearnkit overhead`). A step is whatever the method does
+between two parameter updates, so a method that takes a lookahead step or evaluates a stopping
+rule pays for it here. Set-up is the time before the first update (saliency masks, Fisher
+diagonals, MI heads, PGU's statistics and bases). "Samples / step" counts what the request hands
+out per update: NegGrad+, ∇τ and LUR take a forget and a retain batch, LTU a support and a query
+batch of each. Two ratios: against a fine-tune step at the common batch size, and against a
+fine-tune step on as many samples as the method's step consumed ("on the same batch"; the
+fine-tune step is timed at that size in the same run). The mean includes periodic work between
+updates (PGU's per-epoch stopping-rule evaluation, ∇τ's τ refresh); the median leaves it out.
 
 {(RESULTS / "overhead.md").read_text()}
-{optional_sections()}
-## Not yet measured here
+{overhead_on("cifar10")}
+{optional_sections()}""")
 
-CIFAR-10 / ResNet-18 tables (issue "benchmark suite on real CIFAR-10") are not produced by this
-command yet: on 2 CPU cores the original and six Retrain models alone need hours.
-""")
+
+def cifar_section() -> str:
+    """The CIFAR-10 / ResNet-18 suite: its table, how much of the grid is done, where it ran."""
+    records_path = RESULTS / "cifar10.jsonl"
+    if not records_path.is_file():
+        return ""
+    from unlearnkit.bench.runner import read_records, record_key, seed_major
+    from unlearnkit.cli import grid_jobs
+
+    jobs = seed_major(grid_jobs(ROOT / "cifar10.toml"))
+    done = {r["key"] for r in read_records(records_path)}
+    finished = sum(record_key(*job) in done for job in jobs)
+    records = read_records(records_path)
+    env = records[0]["env"]
+    status = ("every run of the grid is done" if finished == len(jobs) else
+              f"**incomplete: {finished} of the grid's {len(jobs)} runs are done** (runs go scenario by "
+              "scenario and seed by seed; the same command continues where this stopped)")
+    return f"""
+## CIFAR-10, ResNet-18
+
+`unlearnkit bench benchmarks/cifar10.toml --out benchmarks/results/cifar10.jsonl` (records in
+`benchmarks/results/cifar10.jsonl`); {status}. Ran on {cpu_name()}, {env['threads']} torch
+threads, device {env['device']}, torch {env['torch']}. The original's test accuracy is TA in the
+`original` row; Retrain's wall-clock training time is RTE's denominator (`retrain_seconds` in
+every record).
+
+{protocol_of("cifar10.toml")}
+
+Published figures for this setting: none are shown. The method specs give no CIFAR-10 table (their
+§5.2 lists the tables still to be read from the papers' PDFs), and the copies of SalUn's Table 1
+and SFR-on's random-forgetting table that could be found offline are images, so no number was
+transcribed.
+
+{(RESULTS / "cifar10.md").read_text() if (RESULTS / "cifar10.md").is_file() else ""}
+{"![Avg. Gap vs time](benchmarks/results/cifar10.png)" if (RESULTS / "cifar10.png").is_file() else ""}
+
+{"Per-sample forget-set loss after each method (blue), after Retrain (black) and test loss (red):" if (RESULTS / "cifar10_hist.png").is_file() else ""}
+{"![loss histograms](benchmarks/results/cifar10_hist.png)" if (RESULTS / "cifar10_hist.png").is_file() else ""}
+"""
+
+
+def overhead_on(name: str) -> str:
+    """The step-cost table of another scenario (`unlearnkit overhead ... --out overhead_NAME.md`)."""
+    path = RESULTS / f"overhead_{name}.md"
+    return f"\nThe same measurement on the {name} model:\n\n{path.read_text()}" if path.is_file() else ""
 
 
 def protocol_of(toml: str) -> str:

@@ -99,6 +99,31 @@ def test_bench_resumes_without_losing_or_repeating(tmp_path, cache, monkeypatch)
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_runs_seed_by_seed_and_the_cli_overrides_width_and_device(tmp_path, cache, capsys):
+    (tmp_path / "g.toml").write_text(GRID)
+    order = [(j[2].forget, j[3]) for j in runner.seed_major(grid_jobs(tmp_path / "g.toml"))]
+    assert order == sorted(order, key=lambda fs: (fs[0] != "random:0.1", fs[1]))  # scenario, then seed
+    assert order[:3] == [("random:0.1", 0)] * 3  # every method of seed 0 before any of seed 1
+    (tmp_path / "one.toml").write_text('[[scenario]]\ndataset = "digits"\n[methods.ga]\nepochs = 1\n')
+    out = tmp_path / "one.jsonl"
+    assert main(["bench", str(tmp_path / "one.toml"), "--out", str(out), "--width", "48", "--device", "cpu",
+                 "--cache", str(cache)]) == 0
+    (rec,) = runner.read_records(out)
+    with out.open("a") as f:
+        f.write(json.dumps({**rec, "key": "made-by-an-older-default"}) + "\n")
+    assert main(["bench", str(tmp_path / "one.toml"), "--out", str(out), "--width", "48", "--cache", str(cache)]) == 0
+    assert len(runner.read_records(out)) == 2  # kept, unless asked
+    assert main(["bench", str(tmp_path / "one.toml"), "--out", str(out), "--width", "48", "--prune",
+                 "--cache", str(cache)]) == 0
+    assert [r["key"] for r in runner.read_records(out)] == [rec["key"]]
+    assert rec["scenario_spec"]["width"] == 48 and rec["scenario"] == "digits mlp48 random:0.1"
+    assert rec["env"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        assert main(["bench", str(tmp_path / "one.toml"), "--out", str(tmp_path / "c.jsonl"), "--device", "cuda",
+                     "--cache", str(cache)]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

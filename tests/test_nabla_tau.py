@@ -89,6 +89,15 @@ def test_off_class_tau_is_the_loss_of_labelling_other_classes_as_forgotten():
         held_out_loss(net, tiny_request(ArrayDataset(val.x[~other], val.y[~other]), (1,)), "off_class")
 
 
+def test_chance_tau_is_log_k_for_class_wise_requests_and_the_default():
+    net, val = model(), data(60, 3)
+    assert held_out_loss(net, tiny_request(val, classes=(1,)), "chance") == pytest.approx(math.log(3))
+    assert held_out_loss(net, tiny_request(val), "chance") == held_out_loss(net, tiny_request(val))  # random request
+    assert NablaTau().class_tau == "chance"
+    with pytest.raises(ValueError, match="class_tau"):
+        NablaTau(class_tau="test_set")
+
+
 def test_method_refreshes_tau_from_val_and_decays_alpha(monkeypatch):
     taus, alphas = [], []
     real_tau, real_loss = nabla_tau.held_out_loss, nabla_tau.nabla_tau_loss

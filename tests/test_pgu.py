@@ -155,6 +155,26 @@ def test_val_gap_keeps_the_epoch_with_the_smaller_gap(monkeypatch):
     assert run([1.0]) == ([True], 0.0)  # the forget set already looks unseen: nothing to do
 
 
+def test_val_gap_guard_stops_a_collapse_and_keeps_the_previous_epoch(monkeypatch):
+    data = ArrayDataset(torch.randn(20, 2), torch.arange(20) % 2)
+    model, request = nn.Linear(2, 2), UnlearnRequest(data, torch.arange(5), 2, val=data)
+
+    def run(accuracies: list[tuple[float, float]], guard: float | None) -> tuple[list[bool], float]:
+        accs = iter(a for pair in accuracies for a in pair)  # (val, forget) per epoch
+        monkeypatch.setattr(P, "accuracy", lambda out: next(accs))
+        rule, stops = P.ValGap(request, guard), []
+        for epoch in range(len(accuracies)):
+            nn.init.constant_(model.weight, epoch)
+            stops.append(rule(model, {"weight": None}))
+        return stops, model.weight[0, 0].item()
+
+    falling = [(90.0, 95.0), (88.0, 93.0), (80.0, 85.0)]  # forget acc never below val acc; val collapses
+    assert run(falling, 5.0) == ([False, False, True], 1.0)  # 10 points down: stop, previous epoch kept
+    assert run(falling, None) == ([False, False, False], 2.0)  # the official rule alone runs on
+    assert run(falling, 15.0) == ([False, False, False], 2.0)
+    assert P.PGU().val_guard and P.PGU(val_guard=False).val_guard is False
+
+
 def test_val_gap_stops_at_the_first_crossing(monkeypatch):
     torch.manual_seed(0)
     centres, y = torch.randn(4, 8) * 1.5, torch.randint(0, 4, (500,))

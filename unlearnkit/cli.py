@@ -88,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         scenario_args(mp)
         mp.add_argument("--out", type=Path, default=None, help="write the record (JSON) here")
+        mp.add_argument("--device", default=None, help="run on this device, e.g. cuda (default: cpu)")
         mp.add_argument("--save", type=Path, default=None, help="save the unlearned model (safetensors) here")
         field_parser(mp, cls)
     b = sub.add_parser("bench", help="run a grid (TOML) into a resumable JSONL, then report")
     b.add_argument("grid", type=Path)
     b.add_argument("--out", type=Path, required=True, help="results JSONL (appended; finished runs are skipped)")
     b.add_argument("--cache", type=Path, default=None)
+    b.add_argument("--width", type=int, default=None, help="override every scenario's model width (e.g. 64: the papers' ResNet-18)")
+    b.add_argument("--device", default=None, help="run models on this device, e.g. cuda (default: cpu)")
+    b.add_argument("--prune", action="store_true",
+                   help="first drop records whose key is not in this grid (e.g. after a method's defaults changed)")
     b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
     b.add_argument("--histograms", type=Path, default=None, help="also write per-sample loss histograms (PNG) here")
@@ -191,7 +196,7 @@ def dispatch(args: argparse.Namespace) -> int:
         scenario = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
         if args.save and args.checkpoint and args.save.resolve() == Path(args.checkpoint).resolve():
             raise ValueError("--save must not be the --checkpoint path: the original is never overwritten")
-        record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save))
+        record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save), device=args.device)
         model = record.pop("_model", None)
         if args.save:
             save_model(model, args.save, {"method": args.method, "hparams": record["hparams"], "scenario": scenario.name})
@@ -200,7 +205,10 @@ def dispatch(args: argparse.Namespace) -> int:
             atomic_write(args.out, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
         return 0
     if args.command == "bench":
-        records = bench(grid_jobs(args.grid), args.out, args.cache)
+        jobs = grid_jobs(args.grid)
+        if args.width is not None:
+            jobs = [(n, hp, dataclasses.replace(sc, width=args.width), seed) for n, hp, sc, seed in jobs]
+        records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune)
         return emit(records, args.report, args.plot, histograms=args.histograms)
     if args.command == "overhead":
         return overhead(args)
@@ -257,7 +265,7 @@ def overhead(args: argparse.Namespace) -> int:
         return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
                         train_size=args.train_size)
 
-    variants = [(n, n, {}) for n in METHODS.names() if n not in ("retrain", "ft")]
+    variants = [(n, n, {}) for n in METHODS.names() if n not in ("retrain", "original", "ft")]
     for n in ("ltu", "lur"):
         if n in METHODS:
             variants.append((f"{n} (first order)", n, {"first_order": True}))

@@ -3,6 +3,10 @@
 Every method's every update goes through `loop.apply_updates`, which calls `STEP_HOOKS`; we time
 the gaps between consecutive updates. The time before the first update is the method's one-off
 set-up (saliency mask, Fisher diagonals, PGU's subspaces ...), reported separately.
+
+The samples a step consumes are counted through `request.BATCH_HOOKS` (a NegGrad+, ∇τ or LUR step
+takes a forget and a retain batch, an LTU step four batches), and each step is also compared with a
+plain fine-tune step on as many samples: the ratio the issue asks for, "on the same batch".
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import torch
 
 from unlearnkit import loop
+from unlearnkit import request as request_module
 from unlearnkit.bench.runner import method_from
 from unlearnkit.bench.scenarios import Prepared
 
@@ -25,9 +30,12 @@ class _Enough(Exception):
 
 
 def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: int = 30) -> dict[str, float]:
-    """Set-up seconds and mean seconds per update over `steps` updates (after one warm-up update)."""
+    """Set-up seconds, mean and median seconds per update over `steps` updates (after one warm-up
+    update), and the median number of samples the request handed out per update."""
     method = method_from(name, hparams)
     stamps: list[float] = []
+    counts: list[int] = []
+    drawn = [0]
     model = copy.deepcopy(prepared.original)
     own = {id(p) for p in model.parameters()}
 
@@ -35,11 +43,16 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
         if not any(id(p) in own for p in params.values()):
             return  # an auxiliary model's update (e.g. LTU's MI heads): set-up, not a step
         stamps.append(time.perf_counter())
+        counts.append(drawn[0])
         if len(stamps) > steps + 1:
             raise _Enough
 
+    def count(n: int) -> None:
+        drawn[0] += n
+
     torch.manual_seed(0)
     loop.STEP_HOOKS.append(hook)
+    request_module.BATCH_HOOKS.append(count)
     start = time.perf_counter()
     try:
         method(model, prepared.request)
@@ -47,17 +60,20 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
         pass
     finally:
         loop.STEP_HOOKS.remove(hook)
+        request_module.BATCH_HOOKS.remove(count)
     if len(stamps) < 3:
         raise RuntimeError(f"{name} made only {len(stamps)} updates; cannot time a step")
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    samples = statistics.median([b - a for a, b in zip(counts[1:], counts[2:])])
     return {"setup_s": max(0.0, stamps[0] - start - gaps[0]), "step_s": statistics.fmean(gaps),
-            "step_median_s": statistics.median(gaps), "steps": len(gaps)}
+            "step_median_s": statistics.median(gaps), "steps": len(gaps), "samples": int(samples)}
 
 
 def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Prepared, batch_size: int = 128,
                    steps: int = 30) -> tuple[str, list[dict[str, Any]]]:
     """Time `variants` (label, method, hparams) and plain FT at the same batch size; FT is timed
-    before and after the others and the mean of the two is the reference."""
+    before and after the others and the mean of the two is the reference. Then FT is timed once
+    more at every other per-step sample count a method showed, for the same-samples ratio."""
     def with_batch(name: str, hp: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name for f in dataclasses.fields(method_from(name, {}))}
         return {**({"batch_size": batch_size} if "batch_size" in fields else {}), **hp}
@@ -66,16 +82,22 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
     rows = [dict(label=label, method=name, **time_steps(name, with_batch(name, hp), prepared, steps))
             for label, name, hp in variants]
     ft_last = time_steps("ft", with_batch("ft", {}), prepared, steps)
-    ft_step = (ft_first["step_s"] + ft_last["step_s"]) / 2
-    lines = [f"Plain fine-tune step (batch {batch_size}): {1000 * ft_step:.1f} ms "
-             f"(timed before: {1000 * ft_first['step_s']:.1f} ms, after: {1000 * ft_last['step_s']:.1f} ms).", "",
-             "| method | step (ms) | ratio to FT step | median step ratio | one-off set-up (s) | steps timed |",
-             "|---|---|---|---|---|---|"]
-    ft_median = (ft_first["step_median_s"] + ft_last["step_median_s"]) / 2
+    ft = {batch_size: {k: (ft_first[k] + ft_last[k]) / 2 for k in ("step_s", "step_median_s")}}
+    for n in sorted({r["samples"] for r in rows} - set(ft) - {0}):
+        ft[n] = time_steps("ft", {"batch_size": n}, prepared, steps)
+    lines = [f"Plain fine-tune step (batch {batch_size}): {1000 * ft[batch_size]['step_s']:.1f} ms "
+             f"(timed before: {1000 * ft_first['step_s']:.1f} ms, after: {1000 * ft_last['step_s']:.1f} ms); "
+             + ", ".join(f"batch {n}: {1000 * t['step_s']:.1f} ms" for n, t in sorted(ft.items()) if n != batch_size)
+             + ".", "",
+             f"| method | samples / step | step (ms) | × FT step (batch {batch_size}) | × FT step on the same samples "
+             "| median, same samples | one-off set-up (s) | steps timed |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        r["ratio"], r["median_ratio"] = r["step_s"] / ft_step, r["step_median_s"] / ft_median
-        lines.append(f"| {r['label']} | {1000 * r['step_s']:.1f} | {r['ratio']:.2f}× | {r['median_ratio']:.2f}× | "
-                     f"{r['setup_s']:.2f} | {r['steps']} |")
+        same = ft.get(r["samples"], ft[batch_size])
+        r["ratio"] = r["step_s"] / ft[batch_size]["step_s"]
+        r["same_ratio"], r["same_median_ratio"] = r["step_s"] / same["step_s"], r["step_median_s"] / same["step_median_s"]
+        lines.append(f"| {r['label']} | {r['samples']} | {1000 * r['step_s']:.1f} | {r['ratio']:.2f}× | "
+                     f"{r['same_ratio']:.2f}× | {r['same_median_ratio']:.2f}× | {r['setup_s']:.2f} | {r['steps']} |")
     return "\n".join(lines) + "\n", rows
 
 

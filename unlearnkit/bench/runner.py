@@ -54,10 +54,11 @@ def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tupl
 
 
 def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache: Path | None = None,
-        extra_signals: tuple[str, ...] = (), keep_model: bool = False) -> dict[str, Any]:
-    """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain."""
+        extra_signals: tuple[str, ...] = (), keep_model: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain.
+    Everything runs on `device` (default cpu); the record's `env` names the device it ran on."""
     method = method_from(name, hparams)
-    prepared = prepare(scenario, seed, cache)
+    prepared = prepare(scenario, seed, cache, device)
     task = prepared.request.task
     check_supported(method, task, name)
     ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
@@ -139,15 +140,32 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, cache: Path | None = None,
-          progress: bool = True) -> list[dict[str, Any]]:
-    """Run every (method, hparams, scenario, seed) whose key is not yet in `out`; resumable."""
+          progress: bool = True, device: str | None = None, prune: bool = False) -> list[dict[str, Any]]:
+    """Run every (method, hparams, scenario, seed) whose key is not yet in `out`; resumable.
+
+    Jobs run scenario by scenario and, within a scenario, seed by seed (every method of seed 0
+    before any of seed 1), so an interrupted long suite leaves whole tables of its first seeds
+    rather than every method's first seed missing its Retrain. With `prune`, records whose key is
+    no longer in the grid (e.g. made before a method's default changed) are dropped first."""
     from tqdm import tqdm
 
-    jobs = list(grid)
+    jobs = seed_major(list(grid))
+    if prune:
+        wanted = {record_key(*job) for job in jobs}
+        kept = [r for r in read_records(out) if r.get("key") in wanted]
+        atomic_write(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
     done = {r["key"] for r in read_records(out)}
     todo = [j for j in jobs if record_key(j[0], j[1], j[2], j[3]) not in done]
     bar = tqdm(todo, desc="unlearnkit bench", unit="run", disable=not progress)
     for name, hparams, scenario, seed in bar:
         bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
-        append_record(out, run(name, hparams, scenario, seed, cache))
+        append_record(out, run(name, hparams, scenario, seed, cache, device=device))
     return read_records(out)
+
+
+def seed_major(jobs: list[tuple[str, dict[str, Any], Scenario, int]]) -> list[tuple[str, dict[str, Any], Scenario, int]]:
+    """`jobs` reordered by (scenario in order of first appearance, seed), otherwise in grid order."""
+    first: dict[str, int] = {}
+    for job in jobs:
+        first.setdefault(json.dumps(job[2].as_dict(), sort_keys=True), len(first))
+    return sorted(jobs, key=lambda j: (first[json.dumps(j[2].as_dict(), sort_keys=True)], j[3]))

@@ -25,6 +25,10 @@ retain data is needed: C_retain = C_full − C_forget (see `unlearnkit.subspace`
   that epoch or the previous one, whichever has the smaller |gap| (ties: previous). If the gap is
   already > 0 before training, the model is returned unchanged (official: exits). Forget accuracy
   is that of this request's forget set (official: all ids forgotten so far).
+  Added guard (`val_guard`, on by default; False = the official rule alone): val_gap also stops once
+  held-out accuracy is more than `early_stop_thres` points below its epoch-0 value, and then keeps
+  the previous epoch. Far beyond the paper's 2% requests the official rule can fail to trigger: on
+  Fashion-MNIST random 30% one seed in three ran into a collapse to 22% test accuracy.
   stop="retain_drop" (unlearn_class.py): stop when accuracy on a fixed retain subsample drops more
   than `early_stop_thres` points below its epoch-0 value, keeping that epoch's model (official).
   stop="auto": val_gap when the request is not class-wise and has `val`, else retain_drop.
@@ -73,7 +77,9 @@ class PGU:
         batch_size: forget batch size, also used for the statistics passes.
         shuffle: reshuffle the forget set every epoch (official: off for samples, on for classes).
         stop: "auto", "val_gap" (needs request.val), "retain_drop" or "none".
-        early_stop_thres: retain accuracy drop (points) that stops "retain_drop".
+        early_stop_thres: retain accuracy drop (points) that stops "retain_drop" (and, with
+            `val_guard`, the held-out accuracy drop that stops "val_gap").
+        val_guard: with "val_gap", also stop on a held-out accuracy drop, keeping the previous epoch.
         retain_eval: size of the "retain_drop" subsample, as a multiple of the forget-set size
             (at least MIN_RETAIN_EVAL samples), so its cost follows the forget set.
         stats_path: optional safetensors file of the full statistics, loaded when it was saved
@@ -96,6 +102,7 @@ class PGU:
     shuffle: bool = False
     stop: str = "auto"
     early_stop_thres: float = 5.0
+    val_guard: bool = True
     retain_eval: float = 1.0
     stats_path: str | None = None
 
@@ -171,7 +178,7 @@ class PGU:
         if stop == "val_gap":
             if request.val is None:
                 raise ValueError("stop='val_gap' needs request.val (held-out data); use 'retain_drop' or 'none'")
-            return ValGap(request)
+            return ValGap(request, self.early_stop_thres if self.val_guard else None)
         if stop == "retain_drop":
             n = min(len(request.retain), max(MIN_RETAIN_EVAL, round(self.retain_eval * len(request.forget))))
             pick = torch.randperm(len(request.retain), generator=request.generator(11))[:n]
@@ -180,19 +187,24 @@ class PGU:
 
 
 class ValGap:
-    """After each epoch: stop once val acc − forget acc > 0; keep this or the previous epoch's weights."""
+    """After each epoch: stop once val acc − forget acc > 0; keep this or the previous epoch's
+    weights. With a `guard`, also stop once val acc is `guard` points below its first value,
+    keeping the previous epoch's weights."""
 
-    def __init__(self, request: UnlearnRequest) -> None:
-        self.request, self.prev_gap, self.prev = request, None, {}
+    def __init__(self, request: UnlearnRequest, guard: float | None = None) -> None:
+        self.request, self.guard, self.prev_gap, self.prev, self.start = request, guard, None, {}, None
 
     def __call__(self, model: nn.Module, bases: dict) -> bool:
         r = self.request
-        gap = accuracy(predict(model, r.val)) - accuracy(predict(model, r.train, r.forget))
+        val = accuracy(predict(model, r.val))
+        gap = val - accuracy(predict(model, r.train, r.forget))
+        self.start = val if self.start is None else self.start
         params = trainable(model)
-        if gap <= 0:
+        collapsed = self.guard is not None and self.start - val > self.guard
+        if gap <= 0 and not collapsed:
             self.prev_gap, self.prev = gap, {k: params[k].detach().clone() for k in bases}
             return False
-        if self.prev_gap is not None and abs(self.prev_gap) <= abs(gap):
+        if collapsed or (self.prev_gap is not None and abs(self.prev_gap) <= abs(gap)):
             with torch.no_grad():
                 for k, w in self.prev.items():
                     params[k].copy_(w)

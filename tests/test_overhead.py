@@ -1,0 +1,30 @@
+"""The per-step overhead benchmark counts what a step consumes and compares like with like."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearnkit.bench.overhead import overhead_table, time_steps
+from unlearnkit.bench.scenarios import Scenario, prepare
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return prepare(Scenario("digits", "random:0.3", train_size=1000), 0, tmp_path_factory.mktemp("cache"))
+
+
+def test_time_steps_counts_the_samples_of_one_update(prepared):
+    assert time_steps("ga", {"batch_size": 32}, prepared, steps=4)["samples"] == 32
+    assert time_steps("neggrad+", {"batch_size": 32}, prepared, steps=4)["samples"] == 64  # forget + retain batch
+    ltu = time_steps("ltu", {"batch_size": 16, "mi_steps": 2}, prepared, steps=3)
+    assert ltu["samples"] == 64 and ltu["setup_s"] >= 0  # support + query, forget + retain
+
+
+def test_overhead_table_times_fine_tune_on_the_same_samples(prepared):
+    text, rows = overhead_table([("ga", "ga", {}), ("neggrad+", "neggrad+", {})], prepared, batch_size=32, steps=3)
+    by = {r["label"]: r for r in rows}
+    assert by["ga"]["samples"] == 32 and by["neggrad+"]["samples"] == 64
+    assert "batch 64:" in text.splitlines()[0]  # FT was timed at 64 samples for NegGrad+
+    assert by["ga"]["same_ratio"] == pytest.approx(by["ga"]["ratio"])  # same batch: the two ratios agree
+    assert by["neggrad+"]["same_ratio"] != by["neggrad+"]["ratio"]
+    assert all(len(line.split("|")) == 10 for line in text.splitlines() if line.startswith("| "))
