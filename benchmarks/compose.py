@@ -75,7 +75,6 @@ fine-tune step is timed at that size in the same run). The mean includes periodi
 updates (PGU's per-epoch stopping-rule evaluation, ∇τ's τ refresh); the median leaves it out.
 
 {(RESULTS / "overhead.md").read_text()}
-{overhead_on("cifar10")}
 {optional_sections()}""")
 
 
@@ -117,12 +116,6 @@ transcribed.
 {"Per-sample forget-set loss after each method (blue), after Retrain (black) and test loss (red):" if (RESULTS / "cifar10_hist.png").is_file() else ""}
 {"![loss histograms](benchmarks/results/cifar10_hist.png)" if (RESULTS / "cifar10_hist.png").is_file() else ""}
 """
-
-
-def overhead_on(name: str) -> str:
-    """The step-cost table of another scenario (`unlearnkit overhead ... --out overhead_NAME.md`)."""
-    path = RESULTS / f"overhead_{name}.md"
-    return f"\nThe same measurement on the {name} model:\n\n{path.read_text()}" if path.is_file() else ""
 
 
 def protocol_of(toml: str) -> str:
