@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearnkit.bench.scenarios import Scenario, prepare
 from unlearnkit.data import ArrayDataset
+from unlearnkit.eval.metrics import accuracy, predict
 from unlearnkit.methods import nabla_tau
 from unlearnkit.methods.nabla_tau import NablaTau, forget_epochs, held_out_loss, initial_alpha, nabla_tau_loss
 from unlearnkit.request import UnlearnRequest
@@ -96,6 +99,18 @@ def test_chance_tau_is_log_k_for_class_wise_requests_and_the_default():
     assert NablaTau().class_tau == "chance"
     with pytest.raises(ValueError, match="class_tau"):
         NablaTau(class_tau="test_set")
+
+
+def test_chance_tau_forgets_a_class_that_the_held_out_tau_keeps(tmp_path):
+    prepared = prepare(Scenario("digits", "class:3"), 0, tmp_path)
+    request = prepared.request
+
+    def forget_accuracy(class_tau: str) -> float:
+        unlearned = NablaTau(class_tau=class_tau)(copy.deepcopy(prepared.original), request)
+        return accuracy(predict(unlearned, request.train, request.forget))
+
+    assert accuracy(predict(prepared.original, request.train, request.forget)) > 95
+    assert forget_accuracy("chance") < 30 < 60 < forget_accuracy("val_mean")
 
 
 def test_method_refreshes_tau_from_val_and_decays_alpha(monkeypatch):

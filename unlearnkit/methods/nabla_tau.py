@@ -152,7 +152,7 @@ def forget_epochs(forget_batches: int, retain_batches: int, cap: int | None = No
     return epochs if cap is None else min(epochs, cap)
 
 
-def held_out_loss(model: nn.Module, request: UnlearnRequest, class_tau: str = "val_mean") -> float:
+def held_out_loss(model: nn.Module, request: UnlearnRequest, class_tau: str = "chance") -> float:
     """τ: mean eval-mode cross-entropy on `request.val`.
 
     For a class-wise request, `class_tau="chance"` gives log K (no information about the sample),
