@@ -28,3 +28,15 @@ def test_overhead_table_times_fine_tune_on_the_same_samples(prepared):
     assert by["ga"]["same_ratio"] == pytest.approx(by["ga"]["ratio"])  # same batch: the two ratios agree
     assert by["neggrad+"]["same_ratio"] != by["neggrad+"]["ratio"]
     assert all(len(line.split("|")) == 10 for line in text.splitlines() if line.startswith("| "))
+
+
+def test_overhead_cli_times_the_chosen_methods(tmp_path, capsys):
+    from unlearnkit.cli import main
+
+    out = tmp_path / "o.md"
+    assert main(["overhead", "--dataset", "digits", "--methods", "ga,lur", "--steps", "3", "--batch-size", "16",
+                 "--cache", str(tmp_path), "--out", str(out)]) == 0
+    labels = [line.split("|")[1].strip() for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    assert labels == ["ga", "lur", "lur (first order)"]
+    assert main(["overhead", "--dataset", "digits", "--methods", "nope", "--cache", str(tmp_path)]) == 2
+    assert "unknown ['nope']" in capsys.readouterr().err

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=int, default=128)
     o.add_argument("--steps", type=int, default=30, help="updates timed per method")
     o.add_argument("--widths", default="", help="also time PGU's statistics pass at these widths, e.g. 8,16,32")
+    o.add_argument("--methods", default="", help="comma-separated methods to time (default: every method)")
     o.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     s = sub.add_parser("scaling", help="method time as |forget| and |train| grow; throughput vs plain training")
     scenario_args(s)
@@ -265,10 +266,12 @@ def overhead(args: argparse.Namespace) -> int:
         return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
                         train_size=args.train_size)
 
-    variants = [(n, n, {}) for n in METHODS.names() if n not in ("retrain", "original", "ft")]
-    for n in ("ltu", "lur"):
-        if n in METHODS:
-            variants.append((f"{n} (first order)", n, {"first_order": True}))
+    chosen = [m for m in args.methods.split(",") if m] or METHODS.names()
+    unknown = set(chosen) - set(METHODS.names())
+    if unknown:
+        raise ValueError(f"--methods: unknown {sorted(unknown)}; known: {', '.join(METHODS.names())}")
+    variants = [(n, n, {}) for n in chosen if n not in ("retrain", "original", "ft")]
+    variants += [(f"{n} (first order)", n, {"first_order": True}) for n in ("ltu", "lur") if n in chosen]
     prepared = prepare(scenario(), args.seed, args.cache)
     table, _ = overhead_table(sorted(variants), prepared, args.batch_size, args.steps)
     text = f"Scenario: {scenario().name}, seed {args.seed}.\n\n{table}"
