@@ -28,9 +28,10 @@ Deliberate choices and deviations:
 - Class removal is claimed by the paper but no notebook covers it, and τ for it is unresolved
   (spec §2.6.4). Our default for class-wise requests, `class_tau="chance"`, is τ = log K, the loss
   of a prediction that carries no information about the sample (uniform over the K classes): what
-  "unseen" means for a class the model should never have learnt. Measured with `unlearnkit run
-  nabla-tau --forget class:3` (Avg. Gap to Retrain): digits seeds 0/1/2: 3.94 / 3.45 / 3.60 against
-  35.76 / 37.29 / 39.39 with "val_mean"; Fashion-MNIST[10k] seed 0: 0.24 against 13.14.
+  "unseen" means for a class the model should never have learnt. Avg. Gap to Retrain measured with
+  `unlearnkit run nabla-tau --forget class:3 --seed S [--class-tau val_mean]`: `--dataset digits`,
+  seeds 0/1/2: 3.94 / 3.45 / 3.60 against 35.76 / 37.29 / 39.39 with "val_mean"; `--dataset
+  fashion-mnist --train-size 10000`, seed 0: 0.24 against 13.14 (BENCHMARKS.md: 0.37, 3 seeds).
   Alternatives: "val_mean" keeps the random-removal τ (the notebook's), far below a retrained
   model's loss on a removed class, so the gate closes early and most of the class stays (UA ≈ 20%
   on digits); "off_class" takes τ = mean −log p_c(x) over held-out x of the other classes (the
