@@ -28,7 +28,7 @@ DEFAULT_RECIPE = {
     "digits": Recipe(epochs=30, lr=0.05, batch_size=64),
     "fashion-mnist": Recipe(epochs=8, lr=0.05, batch_size=128),
     "mnist": Recipe(epochs=5, lr=0.05, batch_size=128),
-    "cifar10": Recipe(epochs=18, lr=0.1, batch_size=128),  # ResNet-18 width 16: ≥ 85% in ~30 min on 2 CPU cores
+    "cifar10": Recipe(epochs=18, lr=0.1, batch_size=128),  # ResNet-18 width 16 on 2 CPU cores: see BENCHMARKS.md
     **{name: Recipe(epochs=5, lr=0.1, batch_size=128) for name in TEXT},
     "minilm": Recipe(epochs=20, lr=0.05, batch_size=128),  # an MLP head on frozen sentence embeddings
 }
