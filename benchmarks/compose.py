@@ -41,11 +41,12 @@ It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `fashion.toml`, `text.t
 (records in `benchmarks/results/*.jsonl`), `unlearnkit overhead` (the step-cost table),
 `unlearnkit samples` (the generation grid), `unlearnkit scaling` and `benchmarks/compose.py`
 (this page). Each record also stores the torch thread count it ran with.
-{cifar_section()}
+
 Machine: {cpu_name()}, {env['threads']} torch threads, device {env['device']}; torch {env['torch']},
 Python {env['python']}. Times are wall-clock seconds measured in the same run as Retrain's
 training, reported as RTE = method seconds / Retrain seconds (Retrain = 1.00).
 
+{cifar_section()}
 ## Fashion-MNIST, small CNN
 
 {protocol}
@@ -75,7 +76,7 @@ fine-tune step is timed at that size in the same run). The mean includes periodi
 updates (PGU's per-epoch stopping-rule evaluation, ∇τ's τ refresh); the median leaves it out.
 
 {(RESULTS / "overhead.md").read_text()}
-{optional_sections()}""")
+{overhead_on("cifar10")}{optional_sections()}""")
 
 
 def cifar_section() -> str:
@@ -116,6 +117,15 @@ transcribed.
 {"Per-sample forget-set loss after each method (blue), after Retrain (black) and test loss (red):" if (RESULTS / "cifar10_hist.png").is_file() else ""}
 {"![loss histograms](benchmarks/results/cifar10_hist.png)" if (RESULTS / "cifar10_hist.png").is_file() else ""}
 """
+
+
+def overhead_on(name: str) -> str:
+    """The step-cost table on another model (`overhead_NAME.md`, command in scripts/benchmarks.sh)."""
+    path = RESULTS / f"overhead_{name}.md"
+    note = ("A fine-tune step's cost per sample depends on its batch size (the first line gives each "
+            "size timed); the strictest reading divides a method's cost per sample by the lowest of those.")
+    return (f"\nThe same measurement on the {name} model, for the founding methods. {note}\n\n{path.read_text()}"
+            if path.is_file() else "")
 
 
 def protocol_of(toml: str) -> str:

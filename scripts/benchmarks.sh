@@ -14,6 +14,7 @@ mkdir -p "$R"
 # on a GPU add `--width 64 --device cuda` (and another --out) for the papers' full width.
 $UK bench benchmarks/cifar10.toml --out $R/cifar10.jsonl --report $R/cifar10.md --plot $R/cifar10.png \
   --histograms $R/cifar10_hist.png
+$UK overhead --dataset cifar10 --methods nabla-tau,sfr-on,ltu,lur --steps 10 --out $R/overhead_cifar10.md
 $UK bench benchmarks/fashion.toml --out $R/fashion.jsonl --report $R/fashion.md --plot $R/fashion.png
 $UK overhead --dataset fashion-mnist --train-size 10000 --forget random:0.1 --widths 8,16,32 \
   --out $R/overhead.md
