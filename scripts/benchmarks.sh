@@ -10,7 +10,7 @@ bash scripts/setup.sh
 UK=.venv/bin/unlearnkit
 R=benchmarks/results
 mkdir -p "$R"
-# CIFAR-10 / ResNet-18 width 16 on the CPU: hours (the original and every Retrain take ~30 min each);
+# CIFAR-10 / ResNet-18 width 16 on the CPU: many hours (the original and every Retrain take over half an hour each);
 # on a GPU add `--width 64 --device cuda` (and another --out) for the papers' full width.
 $UK bench benchmarks/cifar10.toml --out $R/cifar10.jsonl --report $R/cifar10.md --plot $R/cifar10.png \
   --histograms $R/cifar10_hist.png
