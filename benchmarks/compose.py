@@ -88,9 +88,9 @@ def cifar_section() -> str:
     from unlearnkit.cli import grid_jobs
 
     jobs = seed_major(grid_jobs(ROOT / "cifar10.toml"))
-    done = {r["key"] for r in read_records(records_path)}
-    finished = sum(record_key(*job) in done for job in jobs)
     records = read_records(records_path)
+    done = {r["key"] for r in records}
+    finished = sum(record_key(*job) in done for job in jobs)
     env = records[0]["env"]
     status = ("every run of the grid is done" if finished == len(jobs) else
               f"**incomplete: {finished} of the grid's {len(jobs)} runs are done** (runs go scenario by "

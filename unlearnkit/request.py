@@ -7,6 +7,7 @@ trust them, and hands out forget / retain batches that are deterministic under `
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +55,21 @@ class Pair:
 
 
 BATCH_HOOKS: list[Callable[[int], None]] = []  # called with each batch's size (benchmarks count samples)
+
+
+@contextmanager
+def counting_samples() -> Iterator[list[int]]:
+    """A one-element list holding the number of samples every request hands out inside the block."""
+    drawn = [0]
+
+    def count(n: int) -> None:
+        drawn[0] += n
+
+    BATCH_HOOKS.append(count)
+    try:
+        yield drawn
+    finally:
+        BATCH_HOOKS.remove(count)
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from unlearnkit import loop
-from unlearnkit import request as request_module
 from unlearnkit.bench.runner import method_from
 from unlearnkit.bench.scenarios import Prepared
+from unlearnkit.request import counting_samples
 
 
 class _Enough(Exception):
@@ -35,7 +35,6 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
     method = method_from(name, hparams)
     stamps: list[float] = []
     counts: list[int] = []
-    drawn = [0]
     model = copy.deepcopy(prepared.original)
     own = {id(p) for p in model.parameters()}
 
@@ -47,20 +46,16 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
         if len(stamps) > steps + 1:
             raise _Enough
 
-    def count(n: int) -> None:
-        drawn[0] += n
-
     torch.manual_seed(0)
     loop.STEP_HOOKS.append(hook)
-    request_module.BATCH_HOOKS.append(count)
     start = time.perf_counter()
     try:
-        method(model, prepared.request)
+        with counting_samples() as drawn:
+            method(model, prepared.request)
     except _Enough:
         pass
     finally:
         loop.STEP_HOOKS.remove(hook)
-        request_module.BATCH_HOOKS.remove(count)
     if len(stamps) < 3:
         raise RuntimeError(f"{name} made only {len(stamps)} updates; cannot time a step")
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]

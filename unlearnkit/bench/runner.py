@@ -150,11 +150,12 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     from tqdm import tqdm
 
     jobs = seed_major(list(grid))
+    records = read_records(out)
     if prune:
         wanted = {record_key(*job) for job in jobs}
-        kept = [r for r in read_records(out) if r.get("key") in wanted]
-        atomic_write(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
-    done = {r["key"] for r in read_records(out)}
+        records = [r for r in records if r.get("key") in wanted]
+        atomic_write(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+    done = {r["key"] for r in records}
     todo = [j for j in jobs if record_key(j[0], j[1], j[2], j[3]) not in done]
     bar = tqdm(todo, desc="unlearnkit bench", unit="run", disable=not progress)
     for name, hparams, scenario, seed in bar:
@@ -165,7 +166,9 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
 
 def seed_major(jobs: list[tuple[str, dict[str, Any], Scenario, int]]) -> list[tuple[str, dict[str, Any], Scenario, int]]:
     """`jobs` reordered by (scenario in order of first appearance, seed), otherwise in grid order."""
+    scenarios = [json.dumps(job[2].as_dict(), sort_keys=True) for job in jobs]
     first: dict[str, int] = {}
-    for job in jobs:
-        first.setdefault(json.dumps(job[2].as_dict(), sort_keys=True), len(first))
-    return sorted(jobs, key=lambda j: (first[json.dumps(j[2].as_dict(), sort_keys=True)], j[3]))
+    for s in scenarios:
+        first.setdefault(s, len(first))
+    order = sorted(range(len(jobs)), key=lambda i: (first[scenarios[i]], jobs[i][3]))
+    return [jobs[i] for i in order]

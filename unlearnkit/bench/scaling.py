@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnkit import request as request_module
 from unlearnkit.bench.report import save_figure
 from unlearnkit.bench.runner import method_from, one_off_setup
 from unlearnkit.bench.scenarios import Prepared, Scenario, prepare
 from unlearnkit.checkpoint import atomic_write
+from unlearnkit.request import counting_samples
 from unlearnkit.train import Recipe, train_model
 
 
@@ -33,21 +33,13 @@ def timed(name: str, hparams: dict[str, Any], prepared: Prepared) -> dict[str, f
     """Seconds (one-off set-up included) and samples drawn by one run of the method."""
     method = method_from(name, hparams)
     model = copy.deepcopy(prepared.original)
-    samples = [0]
-
-    def count(n: int) -> None:
-        samples[0] += n
-
-    request_module.BATCH_HOOKS.append(count)
-    try:
+    with counting_samples() as drawn:
         setup = one_off_setup(method, model, prepared)
         torch.manual_seed(prepared.request.seed)
         start = time.perf_counter()
         method(model, prepared.request)
         seconds = time.perf_counter() - start + setup
-    finally:
-        request_module.BATCH_HOOKS.remove(count)
-    return {"seconds": seconds, "samples": samples[0], "throughput": samples[0] / seconds}
+    return {"seconds": seconds, "samples": drawn[0], "throughput": drawn[0] / seconds}
 
 
 def training_throughput(prepared: Prepared, batch_size: int = 128) -> float:
