@@ -20,6 +20,14 @@ def test_time_steps_counts_the_samples_of_one_update(prepared):
     assert ltu["samples"] == 64 and ltu["setup_s"] >= 0  # support + query, forget + retain
 
 
+def test_stopping_checks_are_timed_apart_from_steps(prepared):
+    ga = time_steps("ga", {"batch_size": 32}, prepared, steps=4)
+    assert ga["with_checks_s"] == ga["step_s"]  # GA runs no check between its updates
+    # PGU evaluates retain accuracy after every pass over the 300 forget samples (10 steps); it never stops
+    pgu = time_steps("pgu", {"batch_size": 32, "stop": "retain_drop", "early_stop_thres": 100.0}, prepared, steps=12)
+    assert pgu["with_checks_s"] > pgu["step_s"] > 0
+
+
 def test_overhead_table_times_fine_tune_on_the_same_samples(prepared):
     text, rows = overhead_table([("ga", "ga", {}), ("neggrad+", "neggrad+", {})], prepared, batch_size=32, steps=3)
     by = {r["label"]: r for r in rows}
@@ -27,7 +35,7 @@ def test_overhead_table_times_fine_tune_on_the_same_samples(prepared):
     assert "batch 64:" in text.splitlines()[0]  # FT was timed at 64 samples for NegGrad+
     assert by["ga"]["same_ratio"] == pytest.approx(by["ga"]["ratio"])  # same batch: the two ratios agree
     assert by["neggrad+"]["same_ratio"] != by["neggrad+"]["ratio"]
-    assert all(len(line.split("|")) == 10 for line in text.splitlines() if line.startswith("| "))
+    assert all(len(line.split("|")) == 11 for line in text.splitlines() if line.startswith("| "))
 
 
 def test_overhead_cli_times_the_chosen_methods(tmp_path, capsys):

@@ -6,7 +6,9 @@ return one tensor, or a dict of named objectives that a combiner at the head of 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +43,20 @@ def _grad(loss: Tensor, params: Params, retain: bool, create_graph: bool) -> Gra
 
 
 STEP_HOOKS: list[Callable[[Params], None]] = []  # called after every update (benchmarks time steps)
+CHECK_HOOKS: list[Callable[[float], None]] = []  # told the seconds of every `stopping_check` block
+
+
+@contextmanager
+def stopping_check() -> Iterator[None]:
+    """Mark an evaluation a method runs between updates to decide when to stop or to set a target
+    (PGU's per-epoch accuracies, ∇τ's held-out loss): not part of an update, so the step benchmark
+    (`unlearnkit overhead`) reports its time apart from the step's."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        for hook in CHECK_HOOKS:
+            hook(time.perf_counter() - start)
 
 
 @torch.no_grad()

@@ -1,9 +1,10 @@
 """Per-layer input-activation statistics and the subspaces they span (GPM, Saha et al. 2021; PGU).
 
 For every projected layer `y = W x` (Linear, or Conv2d seen as a matrix on unfolded patches) the
-statistics are the uncentred, unnormalised covariance C = Σ x xᵀ of its inputs, in float64, keyed
-by the layer's weight name. A retain basis is the top-k eigenvectors of a covariance, with k set by
-an energy threshold τ. Choices (see specs/ltu-lur-pgu.md §1.3, §1.8):
+statistics are the uncentred, unnormalised covariance C = Σ x xᵀ of its inputs, keyed by the layer's
+weight name: each batch's product in the model's dtype (float32 matmul is ~2× float64 on a CPU, and
+this pass is PGU's main set-up cost), summed over batches in float64. A retain basis is the top-k
+eigenvectors of a covariance, with k set by an energy threshold τ. Choices (see specs/ltu-lur-pgu.md §1.3, §1.8):
 
 - forward hooks, so any `nn.Module` works; Linear inputs are rows (tokens too: `(..., d)` → rows);
   Conv2d inputs are unfolded with the layer's kernel size, padding and dilation at stride 1, as the
@@ -11,7 +12,7 @@ an energy threshold τ. Choices (see specs/ltu-lur-pgu.md §1.3, §1.8):
   Grouped or string-padded convs and every other layer type are not projected.
 - one mode for every pass: eval (Dropout off, BatchNorm running statistics), no augmentation.
   The official code puts Dropout on and augments for the full pass only, so its C_full − C_forget
-  is not the retain covariance; here it is, up to float64 rounding.
+  is not the retain covariance; here it is, up to the rounding of each batch's product.
 - eigenvalues of a difference of covariances are clamped at 0 before any square root.
 - statistics are keyed by `statistics_key` (weights + buffers, dataset, excluded ids) and kept in a
   small in-process cache (`cached_statistics`, `remember`), optionally in a safetensors file.
@@ -59,8 +60,8 @@ def layer_rows(module: nn.Module, x: Tensor) -> Tensor:
 
 
 def _accumulate(stats: Stats, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
-    rows = layer_rows(module, args[0].detach()).double()
-    stats[name] += rows.T @ rows
+    rows = layer_rows(module, args[0].detach())
+    stats[name] += (rows.T @ rows).double()  # each batch's product in the model's dtype, the sum in float64
 
 
 @torch.no_grad()
@@ -152,14 +153,14 @@ def load_statistics(path: str | Path, key: str) -> Stats | None:
 
 
 STATISTICS_CACHE: OrderedDict[str, Stats] = OrderedDict()
-STATISTICSSTATISTICS_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
+STATISTICS_CACHE_SIZE = 4  # entries hold d×d float64 per layer (≈0.7 GB for a ResNet-18), kept on the CPU
 
 
 def remember(key: str, stats: Stats) -> None:
     """Keep `stats` (on the CPU) in the in-process cache under `key`, dropping the oldest entries."""
     STATISTICS_CACHE[key] = {k: v.cpu() for k, v in stats.items()}
     STATISTICS_CACHE.move_to_end(key)
-    while len(STATISTICS_CACHE) > STATISTICSSTATISTICS_CACHE_SIZE:
+    while len(STATISTICS_CACHE) > STATISTICS_CACHE_SIZE:
         STATISTICS_CACHE.popitem(last=False)
 
 

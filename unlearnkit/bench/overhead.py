@@ -4,6 +4,10 @@ Every method's every update goes through `loop.apply_updates`, which calls `STEP
 the gaps between consecutive updates. The time before the first update is the method's one-off
 set-up (saliency mask, Fisher diagonals, PGU's subspaces ...), reported separately.
 
+Evaluations a method marks with `loop.stopping_check` (PGU's per-epoch accuracies, ∇τ's held-out
+loss) happen between updates; their time is taken out of the gap they fall in, and the ratio with
+them left in is reported beside the step's.
+
 The samples a step consumes are counted through `request.BATCH_HOOKS` (a NegGrad+, ∇τ or LUR step
 takes a forget and a retain batch, an LTU step four batches), and each step is also compared with a
 plain fine-tune step on as many samples: the ratio the issue asks for, "on the same batch".
@@ -31,10 +35,13 @@ class _Enough(Exception):
 
 def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: int = 30) -> dict[str, float]:
     """Set-up seconds, mean and median seconds per update over `steps` updates (after one warm-up
-    update), and the median number of samples the request handed out per update."""
+    update) without and (mean) with the stopping checks between them, and the median number of
+    samples the request handed out per update."""
     method = method_from(name, hparams)
     stamps: list[float] = []
     counts: list[int] = []
+    checked = [0.0]  # seconds in stopping checks so far
+    at_stamp: list[float] = []
     model = copy.deepcopy(prepared.original)
     own = {id(p) for p in model.parameters()}
 
@@ -43,11 +50,16 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
             return  # an auxiliary model's update (e.g. LTU's MI heads): set-up, not a step
         stamps.append(time.perf_counter())
         counts.append(drawn[0])
+        at_stamp.append(checked[0])
         if len(stamps) > steps + 1:
             raise _Enough
 
+    def check(seconds: float) -> None:
+        checked[0] += seconds
+
     torch.manual_seed(0)
     loop.STEP_HOOKS.append(hook)
+    loop.CHECK_HOOKS.append(check)
     start = time.perf_counter()
     try:
         with counting_samples() as drawn:
@@ -56,12 +68,15 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
         pass
     finally:
         loop.STEP_HOOKS.remove(hook)
+        loop.CHECK_HOOKS.remove(check)
     if len(stamps) < 3:
         raise RuntimeError(f"{name} made only {len(stamps)} updates; cannot time a step")
-    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    walls = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    gaps = [w - (cb - ca) for w, ca, cb in zip(walls, at_stamp[1:], at_stamp[2:])]
     samples = statistics.median([b - a for a, b in zip(counts[1:], counts[2:])])
     return {"setup_s": max(0.0, stamps[0] - start - gaps[0]), "step_s": statistics.fmean(gaps),
-            "step_median_s": statistics.median(gaps), "steps": len(gaps), "samples": int(samples)}
+            "step_median_s": statistics.median(gaps), "with_checks_s": statistics.fmean(walls),
+            "steps": len(gaps), "samples": int(samples)}
 
 
 def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Prepared, batch_size: int = 128,
@@ -77,7 +92,7 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
     rows = [dict(label=label, method=name, **time_steps(name, with_batch(name, hp), prepared, steps))
             for label, name, hp in variants]
     ft_last = time_steps("ft", with_batch("ft", {}), prepared, steps)
-    ft = {batch_size: {k: (ft_first[k] + ft_last[k]) / 2 for k in ("step_s", "step_median_s")}}
+    ft = {batch_size: {k: (ft_first[k] + ft_last[k]) / 2 for k in ("step_s", "step_median_s", "with_checks_s")}}
     for n in sorted({r["samples"] for r in rows} - set(ft) - {0}):
         ft[n] = time_steps("ft", {"batch_size": n}, prepared, steps)
     lines = [f"Plain fine-tune step (batch {batch_size}): {1000 * ft[batch_size]['step_s']:.1f} ms "
@@ -85,14 +100,16 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
              + ", ".join(f"batch {n}: {1000 * t['step_s']:.1f} ms" for n, t in sorted(ft.items()) if n != batch_size)
              + ".", "",
              f"| method | samples / step | step (ms) | × FT step (batch {batch_size}) | × FT step on the same samples "
-             "| median, same samples | one-off set-up (s) | steps timed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| median, same samples | with stopping checks, same samples | one-off set-up (s) | steps timed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         same = ft.get(r["samples"], ft[batch_size])
         r["ratio"] = r["step_s"] / ft[batch_size]["step_s"]
         r["same_ratio"], r["same_median_ratio"] = r["step_s"] / same["step_s"], r["step_median_s"] / same["step_median_s"]
+        r["checks_ratio"] = r["with_checks_s"] / same["step_s"]
         lines.append(f"| {r['label']} | {r['samples']} | {1000 * r['step_s']:.1f} | {r['ratio']:.2f}× | "
-                     f"{r['same_ratio']:.2f}× | {r['same_median_ratio']:.2f}× | {r['setup_s']:.2f} | {r['steps']} |")
+                     f"{r['same_ratio']:.2f}× | {r['same_median_ratio']:.2f}× | {r['checks_ratio']:.2f}× | "
+                     f"{r['setup_s']:.2f} | {r['steps']} |")
     return "\n".join(lines) + "\n", rows
 
 

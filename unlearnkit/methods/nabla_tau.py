@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.eval.metrics import per_sample_loss, predict
-from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
+from unlearnkit.loop import apply_updates, device_of, grads_of, stopping_check, trainable
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
@@ -118,7 +118,8 @@ class NablaTau:
         state = T.adamw(self.lr, weight_decay=self.weight_decay).init(params)
         for epoch in range(epochs):
             if epoch % self.tau_every == 0:
-                tau = held_out_loss(model, request, self.class_tau)
+                with stopping_check():
+                    tau = held_out_loss(model, request, self.class_tau)
             if epoch % max(1, r_batches // f_batches) == 0:
                 retain = request.stream("retain", self.batch_size, augment=False, salt=epoch)
             alpha = alpha0 * (1 - epoch / epochs)

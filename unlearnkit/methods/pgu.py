@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.eval.metrics import accuracy, predict
-from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
+from unlearnkit.loop import apply_updates, device_of, grads_of, stopping_check, trainable
 from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.subspace import (STATISTICS_CACHE, cached_statistics, covariance, projected_layers, remember, retain_bases,
@@ -140,7 +140,9 @@ class PGU:
         gamma = (self.lr_end / self.lr_start) ** (1 / self.epochs)
         tx = T.chain(T.sgd(lambda step: self.lr_start * gamma ** (1 + step // per_epoch), self.momentum,
                            self.weight_decay), T.project_out(bases), T.mask(frozen))
-        state, epoch, stopped = tx.init(params), 0, monitor(model, bases)
+        state, epoch = tx.init(params), 0
+        with stopping_check():
+            stopped = monitor(model, bases)
         while not stopped and epoch < self.epochs:
             epoch += 1
             model.train()
@@ -151,7 +153,8 @@ class PGU:
                 b = b.to(device)
                 updates, state = tx.update(grads_of(self.loss(model(b.x), b.y), params), state, params)
                 apply_updates(params, updates)
-            stopped = monitor(model, bases)
+            with stopping_check():
+                stopped = monitor(model, bases)
         remember(statistics_key(model, request.train, torch.cat([request.excluded, request.forget])), c_retain)
         return model
 
