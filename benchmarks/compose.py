@@ -69,8 +69,9 @@ model, measured in the same run (`unlearnkit overhead`). A step is whatever the 
 between two parameter updates, so a method that takes a lookahead step pays for it here; the
 evaluations a method runs to decide when to stop or to set its target (PGU's per-epoch val and
 forget accuracy, ∇τ's held-out loss τ) are timed apart, and the "with stopping checks" column puts
-them back in (mean over the timed steps, so it depends on how many checks fall in the window). Set-up is the time before the first update (saliency masks, Fisher
-diagonals, MI heads, PGU's statistics and bases). "Samples / step" counts what the request hands
+them back in (mean over the timed steps, so it depends on how many checks fall in the window).
+Set-up is the time before the first update (saliency masks, Fisher diagonals, MI heads, PGU's
+statistics and bases). "Samples / step" counts what the request hands
 out per update: NegGrad+, ∇τ and LUR take a forget and a retain batch, LTU a support and a query
 batch of each. Two ratios: against a fine-tune step at the common batch size, and against a
 fine-tune step on as many samples as the method's step consumed ("on the same batch"; the

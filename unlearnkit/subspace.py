@@ -4,7 +4,8 @@ For every projected layer `y = W x` (Linear, or Conv2d seen as a matrix on unfol
 statistics are the uncentred, unnormalised covariance C = Σ x xᵀ of its inputs, keyed by the layer's
 weight name: each batch's product in the model's dtype (float32 matmul is ~2× float64 on a CPU, and
 this pass is PGU's main set-up cost), summed over batches in float64. A retain basis is the top-k
-eigenvectors of a covariance, with k set by an energy threshold τ. Choices (see specs/ltu-lur-pgu.md §1.3, §1.8):
+eigenvectors of a covariance, with k set by an energy threshold τ. Choices (see
+specs/ltu-lur-pgu.md §1.3, §1.8):
 
 - forward hooks, so any `nn.Module` works; Linear inputs are rows (tokens too: `(..., d)` → rows);
   Conv2d inputs are unfolded with the layer's kernel size, padding and dilation at stride 1, as the

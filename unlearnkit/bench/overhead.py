@@ -92,7 +92,7 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
     rows = [dict(label=label, method=name, **time_steps(name, with_batch(name, hp), prepared, steps))
             for label, name, hp in variants]
     ft_last = time_steps("ft", with_batch("ft", {}), prepared, steps)
-    ft = {batch_size: {k: (ft_first[k] + ft_last[k]) / 2 for k in ("step_s", "step_median_s", "with_checks_s")}}
+    ft = {batch_size: {k: (ft_first[k] + ft_last[k]) / 2 for k in ("step_s", "step_median_s")}}
     for n in sorted({r["samples"] for r in rows} - set(ft) - {0}):
         ft[n] = time_steps("ft", {"batch_size": n}, prepared, steps)
     lines = [f"Plain fine-tune step (batch {batch_size}): {1000 * ft[batch_size]['step_s']:.1f} ms "
