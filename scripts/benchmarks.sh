@@ -16,7 +16,7 @@ $UK bench benchmarks/cifar10.toml --out $R/cifar10.jsonl --report $R/cifar10.md 
   --histograms $R/cifar10_hist.png
 $UK overhead --dataset cifar10 --methods nabla-tau,sfr-on,ltu,lur --steps 10 --out $R/overhead_cifar10.md
 $UK bench benchmarks/fashion.toml --out $R/fashion.jsonl --report $R/fashion.md --plot $R/fashion.png
-$UK overhead --dataset fashion-mnist --train-size 10000 --forget random:0.1 --widths 8,16,32 \
+$UK overhead --dataset fashion-mnist --train-size 10000 --forget random:0.1 --widths 8,16,32 --steps 64 \
   --out $R/overhead.md
 OMP_NUM_THREADS=1 $UK bench benchmarks/text.toml --out $R/text.jsonl --report $R/text.md --plot $R/text.png \
   --histograms $R/text_hist.png

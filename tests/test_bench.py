@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,26 @@ def test_bench_resumes_without_losing_or_repeating(tmp_path, cache, monkeypatch)
     assert "± " in table and "### digits mlp class:3" in table and "**" in table
     png = report.plot(records, tmp_path / "plot.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_first_signal_finishes_the_run_in_progress_and_a_second_aborts(tmp_path, cache, monkeypatch, signum):
+    (tmp_path / "g.toml").write_text(GRID)
+    jobs, out = grid_jobs(tmp_path / "g.toml"), tmp_path / "results.jsonl"
+    real_run, signals = runner.run, iter([1, 2])
+
+    def interrupted(*args, **kw):
+        for _ in range(next(signals, 0)):
+            os.kill(os.getpid(), signum)  # handled at once, in the middle of this run
+        return real_run(*args, **kw)
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    assert len(runner.bench(jobs, out, cache, progress=False)) == 1  # the run in progress finished
+    with pytest.raises(KeyboardInterrupt):
+        runner.bench(jobs, out, cache, progress=False)  # two signals: abort, that run is lost
+    assert len(runner.read_records(out)) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert len(runner.bench(jobs, out, cache, progress=False)) == len(jobs)  # and it resumes
 
 
 def test_bench_runs_seed_by_seed_and_the_cli_overrides_width_and_device(tmp_path, cache, capsys):

@@ -196,3 +196,19 @@ def test_val_gap_stops_at_the_first_crossing(monkeypatch):
     assert gap(P.PGU(tau=0.5, epochs=50, stop="none")(copy.deepcopy(model), r)) > seen[-1]
     with pytest.raises(ValueError, match="val"):
         method(copy.deepcopy(model), UnlearnRequest(r.train, r.forget, r.num_classes))
+
+
+def test_check_every_evaluates_the_rule_after_every_kth_and_the_last_epoch(monkeypatch):
+    torch.manual_seed(0)
+    x, y = torch.randn(120, 6), torch.randint(0, 3, (120,))
+    r = UnlearnRequest(ArrayDataset(x, y), torch.arange(20), 3, val=ArrayDataset(x[:30], y[:30]))
+    updates, checked_after = [], []  # updates so far, at each evaluation of the rule
+    monkeypatch.setattr(P, "apply_updates", lambda params, u: updates.append(1))
+    monkeypatch.setattr(P.PGU, "_monitor", lambda self, req: lambda m, b: checked_after.append(len(updates)) or False)
+    P.PGU(epochs=7, check_every=3, batch_size=10)(nn.Linear(6, 3), r)  # 2 updates per epoch
+    assert checked_after == [0, 6, 12, 14]  # before training, after epochs 3 and 6, and after the last
+    checked_after.clear(), updates.clear()
+    P.PGU(epochs=7, batch_size=10)(nn.Linear(6, 3), r)
+    assert checked_after == [0, 2, 4, 6, 8, 10, 12, 14]  # official: after every epoch
+    with pytest.raises(ValueError, match="check_every"):
+        P.PGU(check_every=0)

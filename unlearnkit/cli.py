@@ -272,6 +272,7 @@ def overhead(args: argparse.Namespace) -> int:
         raise ValueError(f"--methods: unknown {sorted(unknown)}; known: {', '.join(METHODS.names())}")
     variants = [(n, n, {}) for n in chosen if n not in ("retrain", "original", "ft")]
     variants += [(f"{n} (first order)", n, {"first_order": True}) for n in ("ltu", "lur") if n in chosen]
+    variants += [("pgu (check_every=4)", "pgu", {"check_every": 4})] if "pgu" in chosen else []
     prepared = prepare(scenario(), args.seed, args.cache)
     table, _ = overhead_table(sorted(variants), prepared, args.batch_size, args.steps)
     text = f"Scenario: {scenario().name}, seed {args.seed}.\n\n{table}"

@@ -122,12 +122,19 @@ def at(model: nn.Module, params: Params) -> Callable[..., Tensor]:
     return lambda *inputs: call(model, params, *inputs)
 
 
+EVAL_BATCH = {"cpu": 256, "cuda": 1024}  # per-device chunk of an evaluation forward (see `outputs`)
+
+
 @torch.no_grad()
-def outputs(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """Eval-mode logits for a tensor of inputs, in chunks."""
+def outputs(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
+    """Eval-mode logits for a tensor of inputs, in chunks of `batch_size` (default: EVAL_BATCH of
+    the model's device). On a CPU, chunks of 256 keep activations in cache: measured on the 2-core
+    machine, the CIFAR ResNet-18 (width 16) and the small CNN evaluate 1.5–2× faster per sample
+    than in chunks of 1024, an MLP the same; a GPU wants large chunks."""
     modes = [(m, m.training) for m in model.modules()]  # restored per module (e.g. BN kept in eval)
     model.eval()
     device = device_of(model)
+    batch_size = batch_size or EVAL_BATCH.get(device.type, 256)
     out = torch.cat([model(c.to(device)).float().cpu() for c in x.split(batch_size)]) if len(x) else torch.empty(0)
     for m, mode in modes:
         m.training = mode

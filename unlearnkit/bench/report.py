@@ -20,7 +20,7 @@ def gap_metrics_of(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(record.get("task", {}).get("gap_metrics", METRICS))
 
 
-KEY_NEUTRAL = {"optimizer": "sgd"}  # fields added later: absent from old records, left out of keys at these values
+KEY_NEUTRAL = {"optimizer": "sgd", "check_every": 1}  # fields added later: absent from old records, left out of keys at these values
 
 
 def hparams_of(record: dict[str, Any]) -> dict[str, Any]:

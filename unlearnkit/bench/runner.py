@@ -6,10 +6,13 @@ import copy
 import dataclasses
 import json
 import platform
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -146,7 +149,10 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     Jobs run scenario by scenario and, within a scenario, seed by seed (every method of seed 0
     before any of seed 1), so an interrupted long suite leaves whole tables of its first seeds
     rather than every method's first seed missing its Retrain. With `prune`, records whose key is
-    no longer in the grid (e.g. made before a method's default changed) are dropped first."""
+    no longer in the grid (e.g. made before a method's default changed) are dropped first.
+
+    The first SIGINT or SIGTERM (Ctrl-C) lets the run in progress finish and be recorded, then
+    stops; a second one aborts at once (that run is lost, every finished one is kept)."""
     from tqdm import tqdm
 
     jobs = seed_major(list(grid))
@@ -158,10 +164,39 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     done = {r["key"] for r in records}
     todo = [j for j in jobs if record_key(j[0], j[1], j[2], j[3]) not in done]
     bar = tqdm(todo, desc="unlearnkit bench", unit="run", disable=not progress)
-    for name, hparams, scenario, seed in bar:
-        bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
-        append_record(out, run(name, hparams, scenario, seed, cache, device=device))
+    with stop_after_current_run() as stopping:
+        for name, hparams, scenario, seed in bar:
+            if stopping.is_set():
+                bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "
+                          "the same command continues")
+                break
+            bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
+            append_record(out, run(name, hparams, scenario, seed, cache, device=device))
     return read_records(out)
+
+
+@contextmanager
+def stop_after_current_run() -> Iterator[threading.Event]:
+    """An event set by the first SIGINT/SIGTERM; the second raises KeyboardInterrupt as usual.
+    Outside the main thread (where handlers cannot be installed) the event is never set."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        print("\nunlearnkit bench: finishing the run in progress, then stopping (again to abort)",
+              file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def seed_major(jobs: list[tuple[str, dict[str, Any], Scenario, int]]) -> list[tuple[str, dict[str, Any], Scenario, int]]:

@@ -26,11 +26,12 @@ class Outputs:
         return self.logits.double().softmax(-1)
 
 
-def predict(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch_size: int = 1024) -> Outputs:
-    """Eval-mode logits of `model` on `dataset[idx]` (all of it when `idx` is None)."""
+def predict(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch_size: int | None = None) -> Outputs:
+    """Eval-mode logits of `model` on `dataset[idx]` (all of it when `idx` is None), in forward
+    chunks of `batch_size` (default: `loop.outputs`' per-device choice)."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
-    chunks = [take(dataset, c) for c in idx.split(batch_size * 8)]
+    chunks = [take(dataset, c) for c in idx.split(8192)]
     logits = [outputs(model, x, batch_size) for x, _ in chunks]
     return Outputs(torch.cat(logits) if logits else torch.empty(0), torch.cat([y for _, y in chunks]) if chunks else idx)
 
