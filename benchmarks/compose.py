@@ -3,8 +3,8 @@ hand: every figure comes from benchmarks/results/*, which that script regenerate
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -16,14 +16,11 @@ def first_env() -> dict:
     return json.loads(line)["env"]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def cpu_of(env: dict) -> str:
+    """The processor a record ran on (records written before it was kept: this machine's)."""
+    from unlearnkit.bench.runner import cpu_name
+
+    return env.get("cpu") or cpu_name()
 
 
 def main() -> None:
@@ -37,16 +34,19 @@ Regenerate everything on this page with one command (resumable; trained models a
 bash scripts/benchmarks.sh
 ```
 
-It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `fashion.toml`, `text.toml` and `generation.toml`
+It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `quick.toml` (digits), `fashion.toml`, `text.toml` and
+`generation.toml`
 (records in `benchmarks/results/*.jsonl`), `unlearnkit overhead` (the step-cost table),
 `unlearnkit samples` (the generation grid), `unlearnkit scaling` and `benchmarks/compose.py`
-(this page). Each record also stores the torch thread count it ran with.
+(this page). Each record also stores the torch thread count it ran with. `bash scripts/benchmarks.sh --gpu`
+runs the CIFAR-10 suite at the papers' full width (64) on a CUDA device, into its own section.
 
-Machine: {cpu_name()}, {env['threads']} torch threads, device {env['device']}; torch {env['torch']},
+Machine: {cpu_of(env)}, {env['threads']} torch threads, device {env['device']}; torch {env['torch']},
 Python {env['python']}. Times are wall-clock seconds measured in the same run as Retrain's
 training, reported as RTE = method seconds / Retrain seconds (Retrain = 1.00).
 
-{cifar_section()}
+{cifar_section()}{cifar_section("cifar10_w64", " --width 64 --device cuda")}
+{digits_section()}
 ## Fashion-MNIST, small CNN
 
 {protocol}
@@ -83,9 +83,10 @@ epoch (the official rule, the `pgu` row).
 {overhead_on("cifar10")}{optional_sections()}""")
 
 
-def cifar_section() -> str:
-    """The CIFAR-10 / ResNet-18 suite: its table, how much of the grid is done, where it ran."""
-    records_path = RESULTS / "cifar10.jsonl"
+def cifar_section(name: str = "cifar10", flags: str = "") -> str:
+    """A CIFAR-10 / ResNet-18 suite (`name`.jsonl, run by `unlearnkit bench benchmarks/cifar10.toml`
+    plus `flags`): its table, how much of the grid is done, where it ran."""
+    records_path = RESULTS / f"{name}.jsonl"
     if not records_path.is_file():
         return ""
     from unlearnkit.bench.runner import read_records, record_key, seed_major
@@ -93,20 +94,28 @@ def cifar_section() -> str:
 
     jobs = seed_major(grid_jobs(ROOT / "cifar10.toml"))
     records = read_records(records_path)
+    width = records[0]["scenario_spec"]["width"]
+    jobs = [(n, hp, dataclasses.replace(sc, width=width), seed) for n, hp, sc, seed in jobs]
     done = {r["key"] for r in records}
     finished = sum(record_key(*job) in done for job in jobs)
     env = records[0]["env"]
+    hours = lambda rs: sum(r["metrics"]["seconds"] for r in rs) / 3600  # noqa: E731
+    retrains = [r for r in records if r["method"] == "retrain"]
+    compute = (f"The recorded runs took {hours(records):.1f} h of compute: {hours(retrains):.1f} h of Retrain "
+               f"training ({len(retrains)} requests) and {hours(records) - hours(retrains):.1f} h of unlearning "
+               "(set-up included); training the originals and evaluating every run come on top.")
     status = ("every run of the grid is done" if finished == len(jobs) else
               f"**incomplete: {finished} of the grid's {len(jobs)} runs are done** (runs go scenario by "
               "scenario and seed by seed; the same command continues where this stopped)")
+    figure = lambda suffix, text: (text if (RESULTS / f"{name}{suffix}.png").is_file() else "")  # noqa: E731
     return f"""
-## CIFAR-10, ResNet-18
+## CIFAR-10, ResNet-18 (width {width})
 
-`unlearnkit bench benchmarks/cifar10.toml --out benchmarks/results/cifar10.jsonl` (records in
-`benchmarks/results/cifar10.jsonl`); {status}. Ran on {cpu_name()}, {env['threads']} torch
+`unlearnkit bench benchmarks/cifar10.toml{flags} --out benchmarks/results/{name}.jsonl` (records in
+`benchmarks/results/{name}.jsonl`); {status}. Ran on {cpu_of(env)}, {env['threads']} torch
 threads, device {env['device']}, torch {env['torch']}. The original's test accuracy is TA in the
 `original` row; Retrain's wall-clock training time is RTE's denominator (`retrain_seconds` in
-every record).
+every record). {compute}
 
 {protocol_of("cifar10.toml")}
 
@@ -117,11 +126,27 @@ transcribed.
 
 {cifar_reading(records)}
 
-{(RESULTS / "cifar10.md").read_text() if (RESULTS / "cifar10.md").is_file() else ""}
-{"![Avg. Gap vs time](benchmarks/results/cifar10.png)" if (RESULTS / "cifar10.png").is_file() else ""}
+{(RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").is_file() else ""}
+{figure("", f"![Avg. Gap vs time](benchmarks/results/{name}.png)")}
 
-{"Per-sample forget-set loss after each method (blue), after Retrain (black) and test loss (red):" if (RESULTS / "cifar10_hist.png").is_file() else ""}
-{"![loss histograms](benchmarks/results/cifar10_hist.png)" if (RESULTS / "cifar10_hist.png").is_file() else ""}
+{figure("_hist", "Per-sample forget-set loss after each method (blue), after Retrain (black) and test loss (red):")}
+{figure("_hist", f"![loss histograms](benchmarks/results/{name}_hist.png)")}
+"""
+
+
+def digits_section() -> str:
+    """The digits / MLP suite: the README's quick job, its records kept under benchmarks/results."""
+    if not (RESULTS / "digits.md").is_file():
+        return ""
+    return f"""## Digits, MLP (the quick suite)
+
+`unlearnkit bench benchmarks/quick.toml --out benchmarks/results/digits.jsonl` (the README's main job,
+`scripts/quick.sh`, runs the same grid into `runs/quick/`).
+
+{protocol_of("quick.toml")}
+
+{(RESULTS / "digits.md").read_text()}
+![Avg. Gap vs time](benchmarks/results/digits.png)
 """
 
 

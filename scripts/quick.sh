@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up (idempotent), then a quick benchmark of every method on scikit-learn's
-# bundled digits (random 10% and class-wise forgetting, 3 seeds), printing the table and writing
+# bundled digits (random 10%, random 30% and class-wise forgetting, 3 seeds), printing the table and writing
 # the records, the Markdown report and the plot under runs/quick/. Resumable: rerun to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -121,6 +121,17 @@ def test_a_first_signal_finishes_the_run_in_progress_and_a_second_aborts(tmp_pat
     assert len(runner.bench(jobs, out, cache, progress=False)) == len(jobs)  # and it resumes
 
 
+def test_cli_bench_stopped_by_a_signal_exits_non_zero(tmp_path, cache, monkeypatch):
+    (tmp_path / "g.toml").write_text(GRID)
+    real_run, argv = runner.run, ["bench", str(tmp_path / "g.toml"), "--out", str(tmp_path / "r.jsonl"),
+                                  "--cache", str(cache)]
+    stop_once = iter([True])
+    monkeypatch.setattr(runner, "run", lambda *a, **k: (next(stop_once, False) and os.kill(os.getpid(), signal.SIGINT))
+                        or real_run(*a, **k))
+    assert main(argv) == 130  # a calling script (`set -e`) stops too, instead of moving on
+    assert main(argv) == 0  # resumed to the end
+
+
 def test_bench_runs_seed_by_seed_and_the_cli_overrides_width_and_device(tmp_path, cache, capsys):
     (tmp_path / "g.toml").write_text(GRID)
     order = [(j[2].forget, j[3]) for j in runner.seed_major(grid_jobs(tmp_path / "g.toml"))]

@@ -48,3 +48,14 @@ def test_overhead_cli_times_the_chosen_methods(tmp_path, capsys):
     assert labels == ["ga", "lur", "lur (first order)"]
     assert main(["overhead", "--dataset", "digits", "--methods", "nope", "--cache", str(tmp_path)]) == 2
     assert "unknown ['nope']" in capsys.readouterr().err
+
+
+def test_every_timed_row_pays_its_own_set_up(prepared, monkeypatch):
+    from unlearnkit import subspace
+
+    computed = []
+    real = subspace.full_statistics
+    monkeypatch.setattr(subspace, "full_statistics", lambda *a, **k: computed.append(1) or real(*a, **k))
+    for _ in range(2):  # a second PGU row must not reuse the first row's full-data statistics
+        time_steps("pgu", {"batch_size": 32, "stop": "none"}, prepared, steps=3)
+    assert len(computed) == 2

@@ -50,6 +50,8 @@ def test_outputs_on_the_protected_span_do_not_change(case):
     after = method(model, request_for(torch.cat([retain, forget]), len(forget)))
     with torch.no_grad():
         assert torch.allclose(after[0](retain), before[0](retain), atol=1e-5), "W x moved on the retain span"
+        assert torch.allclose(after(retain), before(retain), atol=1e-4), "the model's output moved on retain inputs"
+        assert (after(forget) - before(forget)).abs().max() > 1e-2, "and it should move on forget inputs"
         assert (after[0].weight - before[0].weight).abs().max() > 1e-3, "W itself should move"
         assert torch.equal(after[0].bias, before[0].bias), "biases are frozen"
 

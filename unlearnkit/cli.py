@@ -14,7 +14,7 @@ from typing import Any
 
 from unlearnkit import methods as _methods  # noqa: F401  (registers every method)
 from unlearnkit.bench import report as reporting
-from unlearnkit.bench.runner import bench, read_records, run
+from unlearnkit.bench.runner import bench, read_records, record_key, run
 from unlearnkit.bench.scenarios import Scenario
 from unlearnkit.checkpoint import atomic_write, save_model
 from unlearnkit.registry import DATASETS, METHODS, MODELS, TASKS
@@ -210,7 +210,9 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.width is not None:
             jobs = [(n, hp, dataclasses.replace(sc, width=args.width), seed) for n, hp, sc, seed in jobs]
         records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune)
-        return emit(records, args.report, args.plot, histograms=args.histograms)
+        emit(records, args.report, args.plot, histograms=args.histograms)
+        missing = {record_key(*job) for job in jobs} - {r["key"] for r in records}
+        return 130 if missing else 0  # stopped by a signal: not 0, so a calling script stops too
     if args.command == "overhead":
         return overhead(args)
     if args.command == "scaling":

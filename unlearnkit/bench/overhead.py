@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from unlearnkit import loop
-from unlearnkit.bench.runner import method_from
+from unlearnkit.bench.runner import clear_warm_caches, method_from
 from unlearnkit.bench.scenarios import Prepared
 from unlearnkit.request import counting_samples
 
@@ -57,6 +57,7 @@ def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: in
     def check(seconds: float) -> None:
         checked[0] += seconds
 
+    clear_warm_caches(method)  # each row pays its own set-up (a second PGU row would reuse the first's statistics)
     torch.manual_seed(0)
     loop.STEP_HOOKS.append(hook)
     loop.CHECK_HOOKS.append(check)

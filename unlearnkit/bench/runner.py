@@ -95,13 +95,19 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     return record
 
 
-def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> float:
-    """Clear the method module's `PER_REQUEST_CACHES` (no warm caches: every timed run pays its own
-    set-up), then run its optional `prepare(model, request)` — work that belongs to the trained
-    model, like PGU's full-data statistics — and return its seconds. They are recorded as
-    `setup_seconds` and included in `seconds` and `rte`."""
+def clear_warm_caches(method: Any) -> None:
+    """Empty the method module's `PER_REQUEST_CACHES` (Fisher diagonals, PGU's statistics), so the
+    next timed run pays its own set-up."""
     for cache in getattr(sys.modules[type(method).__module__], "PER_REQUEST_CACHES", ()):
         cache.clear()
+
+
+def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> float:
+    """Clear the method's warm caches (no warm caches: every timed run pays its own set-up), then
+    run its optional `prepare(model, request)` — work that belongs to the trained model, like PGU's
+    full-data statistics — and return its seconds. They are recorded as `setup_seconds` and
+    included in `seconds` and `rte`."""
+    clear_warm_caches(method)
     start = time.perf_counter()
     if hasattr(method, "prepare"):
         method.prepare(model, prepared.request)
@@ -115,10 +121,21 @@ def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int
 
 
 def environment(device: torch.device) -> dict[str, str]:
-    """Versions and the device the timed model actually ran on."""
+    """Versions, the processor, and the device the timed model actually ran on."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": str(torch.get_num_threads()), "device": name}
+            "threads": str(torch.get_num_threads()), "device": name, "cpu": cpu_name()}
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,10 @@ Interference with Gradient Projection", WACV 2024; official code hnanhtuan/proje
 (`unlearn.py`, `unlearn_class.py`, `utils/unlearn_utils.py`). Spec: specs/ltu-lur-pgu.md §1.
 
 Train on the forget set only, with L = loss1_w·mean −log(1 − (p_y − offset)) + loss2_w·mean Σ p log p,
-and project every weight update out of the subspace spanned by that layer's retain inputs, so no
-retain data is needed: C_retain = C_full − C_forget (see `unlearnkit.subspace`). Choices:
+and project every weight update out of the subspace spanned by that layer's retain inputs, so the
+subspaces need no retain data: C_retain = C_full − C_forget (see `unlearnkit.subspace`), with C_full
+computed once per trained model. (Only the class-removal stopping rule, as in the official
+`unlearn_class.py`, reads retain samples: a subsample, see `retain_eval`.) Choices:
 
 - The projection is the last edit before the mask, after momentum and weight decay
   (chain(sgd, project_out, mask)), so the guarantee holds for any momentum. Only the weights of
@@ -29,8 +31,10 @@ retain data is needed: C_retain = C_full − C_forget (see `unlearnkit.subspace`
   held-out accuracy is more than `early_stop_thres` points below its epoch-0 value, and then keeps
   the previous epoch. Far beyond the paper's 2% requests the official rule can fail to trigger: on
   Fashion-MNIST random 30% one seed in three ran into a collapse to 22% test accuracy.
-  stop="retain_drop" (unlearn_class.py): stop when accuracy on a fixed retain subsample drops more
-  than `early_stop_thres` points below its epoch-0 value, keeping that epoch's model (official).
+  stop="retain_drop" (unlearn_class.py): stop when retain accuracy drops more than
+  `early_stop_thres` points below its epoch-0 value, keeping that epoch's model (official). The
+  official code measures it on the whole retain set; we use a fixed random subsample of
+  max(MIN_RETAIN_EVAL, retain_eval·|forget|) samples, so the check's cost follows the forget set.
   stop="auto": val_gap when the request is not class-wise and has `val`, else retain_drop.
 - The stopping rule is evaluated after every epoch (`check_every=1`, official). Its forward passes
   (held-out and forget set, or the retain subsample) cost about as much as the epoch itself when
@@ -71,8 +75,9 @@ class PGU:
             accepted and stored as sorted pairs, so the method stays hashable and prints its values.
         energy: "sigma" thresholds cumulative singular values σ = sqrt(λ) (official), "sigma2" λ (GPM).
         k_plus_one: keep one more direction than count(ratio ≤ τ) (official class-removal script).
-        lr_start: learning rate of the first pass.
-        lr_end: learning rate of the last pass (exponential decay per epoch in between).
+        lr_start: start of the exponential schedule: pass e (1..epochs) runs at lr_start·γ^e
+            (official), γ = (lr_end/lr_start)^(1/epochs).
+        lr_end: learning rate of the last pass.
         epochs: maximum number of passes over the forget set.
         loss1_w: weight of −log(1 − (p_y − offset)).
         loss2_w: weight of Σ p log p (negative entropy).
