@@ -26,6 +26,8 @@ def cpu_of(env: dict) -> str:
 def main() -> None:
     env = first_env()
     protocol = protocol_of("fashion.toml")
+    cifar = (cifar_section() + cifar_section("cifar10_random30", toml="cifar10_random30.toml", title=": random 30%")
+             + cifar_section("cifar10_w64", " --width 64 --device cuda"))
     print(f"""# Benchmarks
 
 Regenerate everything on this page with one command (resumable; trained models are cached):
@@ -34,7 +36,7 @@ Regenerate everything on this page with one command (resumable; trained models a
 bash scripts/benchmarks.sh
 ```
 
-It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `quick.toml` (digits), `fashion.toml`, `text.toml` and
+It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `cifar10_random30.toml`, `quick.toml` (digits), `fashion.toml`, `text.toml` and
 `generation.toml`
 (records in `benchmarks/results/*.jsonl`), `unlearnkit overhead` (the step-cost table),
 `unlearnkit samples` (the generation grid), `unlearnkit scaling` and `benchmarks/compose.py`
@@ -45,7 +47,7 @@ Machine: {cpu_of(env)}, {env['threads']} torch threads, device {env['device']}; 
 Python {env['python']}. Times are wall-clock seconds measured in the same run as Retrain's
 training, reported as RTE = method seconds / Retrain seconds (Retrain = 1.00).
 
-{cifar_section()}{cifar_section("cifar10_w64", " --width 64 --device cuda")}
+{cifar}
 {digits_section()}
 ## Fashion-MNIST, small CNN
 
@@ -83,16 +85,16 @@ epoch (the official rule, the `pgu` row).
 {overhead_on("cifar10")}{optional_sections()}""")
 
 
-def cifar_section(name: str = "cifar10", flags: str = "") -> str:
-    """A CIFAR-10 / ResNet-18 suite (`name`.jsonl, run by `unlearnkit bench benchmarks/cifar10.toml`
-    plus `flags`): its table, how much of the grid is done, where it ran."""
+def cifar_section(name: str = "cifar10", flags: str = "", toml: str = "cifar10.toml", title: str = "") -> str:
+    """A CIFAR-10 / ResNet-18 suite (`name`.jsonl, run by `unlearnkit bench benchmarks/TOML` plus
+    `flags`): its table, how much of the grid is done, where it ran."""
     records_path = RESULTS / f"{name}.jsonl"
     if not records_path.is_file():
         return ""
     from unlearnkit.bench.runner import read_records, record_key, seed_major
     from unlearnkit.cli import grid_jobs
 
-    jobs = seed_major(grid_jobs(ROOT / "cifar10.toml"))
+    jobs = seed_major(grid_jobs(ROOT / toml))
     records = read_records(records_path)
     width = records[0]["scenario_spec"]["width"]
     jobs = [(n, hp, dataclasses.replace(sc, width=width), seed) for n, hp, sc, seed in jobs]
@@ -108,21 +110,22 @@ def cifar_section(name: str = "cifar10", flags: str = "") -> str:
               f"**incomplete: {finished} of the grid's {len(jobs)} runs are done** (runs go scenario by "
               "scenario and seed by seed; the same command continues where this stopped)")
     figure = lambda suffix, text: (text if (RESULTS / f"{name}{suffix}.png").is_file() else "")  # noqa: E731
+    published = ("""Published figures for this setting: none are shown. The method specs give no CIFAR-10 table (their
+§5.2 lists the tables still to be read from the papers' PDFs), and the copies of SalUn's Table 1
+and SFR-on's random-forgetting table that could be found offline are images, so no number was
+transcribed.""" if toml == "cifar10.toml" else "")
     return f"""
-## CIFAR-10, ResNet-18 (width {width})
+## CIFAR-10, ResNet-18 (width {width}){title}
 
-`unlearnkit bench benchmarks/cifar10.toml{flags} --out benchmarks/results/{name}.jsonl` (records in
+`unlearnkit bench benchmarks/{toml}{flags} --out benchmarks/results/{name}.jsonl` (records in
 `benchmarks/results/{name}.jsonl`); {status}. Ran on {cpu_of(env)}, {env['threads']} torch
 threads, device {env['device']}, torch {env['torch']}. The original's test accuracy is TA in the
 `original` row; Retrain's wall-clock training time is RTE's denominator (`retrain_seconds` in
 every record). {compute}
 
-{protocol_of("cifar10.toml")}
+{protocol_of(toml)}
 
-Published figures for this setting: none are shown. The method specs give no CIFAR-10 table (their
-§5.2 lists the tables still to be read from the papers' PDFs), and the copies of SalUn's Table 1
-and SFR-on's random-forgetting table that could be found offline are images, so no number was
-transcribed.
+{published}
 
 {cifar_reading(records)}
 
@@ -156,6 +159,8 @@ def cifar_reading(records: list[dict]) -> str:
     is compared with Retrain on the seeds that method ran."""
     from statistics import fmean
 
+    from unlearnkit.bench.report import gap_of_means
+
     random = sorted((r for r in records if r["scenario"].endswith("random:0.1")), key=lambda r: r["seed"])
     default: dict[str, dict] = {}
     for r in random:
@@ -180,7 +185,7 @@ the rows of a seed run in another session sit on a copy trained there, and train
 bit-reproducible. Its accuracy on its own retain set is {pair('original', 'RA')}. The width-16 model
 trained for 18 epochs is under-fit, unlike the papers' ResNet-18s (trained for 182, 50 and 200 epochs in
 the SalUn, ∇τ and SFR-on code), so its forget set already looks much like unseen data and doing nothing
-(`original`) scores an Avg. Gap of {fmean(r['metrics']['gap'] for r in rows('original')):.2f}. Two founding
+(`original`) scores an Avg. Gap of {gap_of_means(rows('original'), rows('retrain')):.2f}. Two founding
 methods, run with their published defaults, behave differently here than on a converged model. ∇τ's ≈3
 retain epochs of AdamW keep improving the fit: RA {pair('nabla-tau', 'RA')}, and MIA-Efficacy (fitted on
 retain vs test confidence) falls to {pair('nabla-tau', 'MIA')}; its summed |Δ| to Retrain splits as {split}.

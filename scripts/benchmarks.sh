@@ -24,6 +24,8 @@ fi
 # CIFAR-10 / ResNet-18 width 16 on the CPU: many hours (the original and every Retrain take over half an hour each).
 $UK bench benchmarks/cifar10.toml --out $R/cifar10.jsonl --report $R/cifar10.md --plot $R/cifar10.png \
   --histograms $R/cifar10_hist.png
+$UK bench benchmarks/cifar10_random30.toml --out $R/cifar10_random30.jsonl --report $R/cifar10_random30.md \
+  --plot $R/cifar10_random30.png --histograms $R/cifar10_random30_hist.png
 $UK overhead --dataset cifar10 --methods nabla-tau,sfr-on,pgu,ltu,lur --steps 40 --out $R/overhead_cifar10.md
 $UK bench benchmarks/quick.toml --out $R/digits.jsonl --report $R/digits.md --plot $R/digits.png
 $UK bench benchmarks/fashion.toml --out $R/fashion.jsonl --report $R/fashion.md --plot $R/fashion.png

@@ -308,3 +308,15 @@ def test_report_marks_diverged_seeds():
 
     text = report.markdown([rec("retrain", 0, False), rec("ga", 0, True), rec("ga", 1, False)])
     assert next(line for line in text.splitlines() if line.startswith("| ga |")).endswith("| 2 (1 diverged) |")
+
+
+@pytest.mark.parametrize("grid", sorted((Path(__file__).parents[1] / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def test_committed_grids_name_registered_methods_and_fields(grid):
+    """Every grid that scripts/benchmarks.sh runs builds each of its methods with its fields (a typo
+    in a method or field name fails here, not hours into a benchmark) and a known forget rule."""
+    jobs = grid_jobs(grid)
+    assert jobs
+    for name, hparams, scenario, seed in jobs:
+        runner.method_from(name, hparams)
+        kind, _, arg = scenario.forget.partition(":")
+        assert kind in {"random", "class", "subclass", "ids", "group"} and arg, scenario.forget
