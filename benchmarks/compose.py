@@ -104,7 +104,8 @@ def cifar_section(name: str = "cifar10", flags: str = "", toml: str = "cifar10.t
     hours = lambda rs: sum(r["metrics"]["seconds"] for r in rs) / 3600  # noqa: E731
     retrains = [r for r in records if r["method"] == "retrain"]
     compute = (f"The recorded runs took {hours(records):.1f} h of compute: {hours(retrains):.1f} h of Retrain "
-               f"training ({len(retrains)} requests) and {hours(records) - hours(retrains):.1f} h of unlearning "
+               f"training ({len(retrains)} request{'s' * (len(retrains) != 1)}) and "
+               f"{hours(records) - hours(retrains):.1f} h of unlearning "
                "(set-up included); training the originals and evaluating every run come on top.")
     status = ("every run of the grid is done" if finished == len(jobs) else
               f"**incomplete: {finished} of the grid's {len(jobs)} runs are done** (runs go scenario by "
@@ -127,7 +128,7 @@ every record). {compute}
 
 {published}
 
-{cifar_reading(records)}
+{cifar_reading(records)}{random30_reading(records)}
 
 {(RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").is_file() else ""}
 {figure("", f"![Avg. Gap vs time](benchmarks/results/{name}.png)")}
@@ -153,26 +154,40 @@ def digits_section() -> str:
 """
 
 
+FOUNDING = {"nabla-tau", "sfr-on", "pgu", "ltu", "lur"}
+
+
+def scenario_methods(records: list[dict], forget: str) -> dict[str, list[dict]]:
+    """Method label -> its records (by seed) in the scenario whose forget rule is `forget`, grouped
+    as the report's table groups them."""
+    from unlearnkit.bench.report import group
+
+    methods = next((ms for sc, ms in group(records).items() if sc.endswith(" " + forget)), {})
+    return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in methods.items()}
+
+
+def against_retrain(methods: dict[str, list[dict]], method: str, metric: str) -> str:
+    """`method`'s mean `metric` beside Retrain's on the seeds that method ran."""
+    from statistics import fmean
+
+    seeds = {r["seed"] for r in methods[method]}
+    ref = fmean(r["metrics"][metric] for r in methods["retrain"] if r["seed"] in seeds)
+    return f"{fmean(r['metrics'][metric] for r in methods[method]):.2f} against Retrain's {ref:.2f}"
+
+
 def cifar_reading(records: list[dict]) -> str:
     """What the random-10% table says about the benchmark model itself; every number is read from
-    the records (each method's default row: the first hyper-parameters seen for it), and a method
-    is compared with Retrain on the seeds that method ran."""
+    the records, grouped as the table groups them, and a method is compared with Retrain on the
+    seeds that method ran."""
     from statistics import fmean
 
     from unlearnkit.bench.report import gap_of_means
 
-    random = sorted((r for r in records if r["scenario"].endswith("random:0.1")), key=lambda r: r["seed"])
-    default: dict[str, dict] = {}
-    for r in random:
-        default.setdefault(r["method"], r["hparams"])
-    if not {"original", "retrain", "nabla-tau", "sfr-on"} <= set(default):
+    random = scenario_methods(records, "random:0.1")
+    if not {"original", "retrain", "nabla-tau", "sfr-on"} <= set(random):
         return ""
-    rows = lambda m: [r for r in random if r["method"] == m and r["hparams"] == default.get(m)]  # noqa: E731
-
-    def pair(method: str, metric: str) -> str:
-        seeds = {r["seed"] for r in rows(method)}
-        ref = fmean(r["metrics"][metric] for r in rows("retrain") if r["seed"] in seeds)
-        return f"{fmean(r['metrics'][metric] for r in rows(method)):.2f} against Retrain's {ref:.2f}"
+    rows = lambda m: random.get(m, [])  # noqa: E731
+    pair = lambda m, metric: against_retrain(random, m, metric)  # noqa: E731
 
     tas = ", ".join(f"{r['metrics']['TA']:.2f} (seed {r['seed']})" for r in rows("original"))
     nt_seeds = {r["seed"] for r in rows("nabla-tau")}
@@ -191,6 +206,28 @@ retain epochs of AdamW keep improving the fit: RA {pair('nabla-tau', 'RA')}, and
 retain vs test confidence) falls to {pair('nabla-tau', 'MIA')}; its summed |Δ| to Retrain splits as {split}.
 SFR-on's ascent (α0 = 25, set for a converged CIFAR-10 model; its spec notes it needs re-tuning per
 setting) over-forgets: UA {pair('sfr-on', 'UA')}, TA {pair('sfr-on', 'TA')}.{pgu_cost(rows('pgu'))}"""
+
+
+def random30_reading(records: list[dict]) -> str:
+    """The random-30% table (cifar10_random30.toml) in words, every number read from its records."""
+    from unlearnkit.bench.report import gap_of_means
+    from unlearnkit.methods.nabla_tau import initial_alpha
+
+    ms = scenario_methods(records, "random:0.3")
+    if not {"original", "retrain", "nabla-tau"} <= set(ms):
+        return ""
+    gap = lambda m: gap_of_means(ms[m], ms["retrain"])  # noqa: E731
+    baselines = [m for m in ms if m.split("(")[0] not in FOUNDING | {"original", "retrain"}]
+    best = (f" The closest baseline run here is {min(baselines, key=gap)} ({gap(min(baselines, key=gap)):.2f})."
+            if baselines else "")
+    side = "closer to" if gap("nabla-tau") < gap("original") else "further from"
+    sfr = (f" SFR-on (α0 = {ms['sfr-on'][0]['hparams']['alpha']:g}, its default): {gap('sfr-on'):.2f}, UA {against_retrain(ms, 'sfr-on', 'UA')}, "
+           f"TA {against_retrain(ms, 'sfr-on', 'TA')}." if "sfr-on" in ms else "")
+    seeds = ", ".join(str(r["seed"]) for r in ms["retrain"])
+    return f"""**Reading the random-30% table** (seed {seeds}). Doing nothing scores an Avg. Gap of
+{gap('original'):.2f}. ∇τ with every default (α0 = {initial_alpha(3, 7):.2f} by its 5/3 × forget-fraction rule) scores
+{gap('nabla-tau'):.2f}, {side} Retrain than doing nothing: RA {against_retrain(ms, 'nabla-tau', 'RA')}, UA
+{against_retrain(ms, 'nabla-tau', 'UA')}, MIA-Efficacy {against_retrain(ms, 'nabla-tau', 'MIA')}.{sfr}{best}"""
 
 
 def pgu_cost(rows: list[dict]) -> str:
