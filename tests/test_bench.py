@@ -256,6 +256,18 @@ def test_avg_gap_of_means_not_mean_of_gaps():
     assert row.split("|")[6].strip().strip("*") == "0.00"
 
 
+def test_avg_gap_compares_with_retrain_on_the_seeds_the_method_ran():
+    def rec(method, seed, ua):
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0,
+                "metrics": {"UA": ua, "RA": 100.0, "TA": 90.0, "MIA": 10.0, "gap": 0.0, "rte": 0.5}}
+
+    # Retrain ran seeds 0-2 (UA 10, 10, 40); the method only seed 0, where it matches Retrain exactly.
+    ref = [rec("retrain", 0, 10.0), rec("retrain", 1, 10.0), rec("retrain", 2, 40.0)]
+    assert report.gap_of_means([rec("ft", 0, 10.0)], ref) == 0.0
+    assert report.gap_of_means([rec("ft", 0, 10.0), rec("ft", 2, 40.0)], ref) == 0.0
+    assert report.gap_of_means([rec("ft", 0, 10.0), rec("ft", 1, 10.0), rec("ft", 2, 10.0)], ref) == 10 / 4
+
+
 def test_methods_refuse_tasks_they_do_not_support():
     from dataclasses import dataclass
     from typing import ClassVar

@@ -60,8 +60,12 @@ def order(labels: list[str]) -> list[str]:
 
 def gap_of_means(recs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> float:
     """Avg. Gap as the SalUn line defines it: each metric averaged over seeds first, then the mean
-    over the task's gap metrics (UA, RA, TA, MIA for classification) of |method − Retrain|."""
+    over the task's gap metrics (UA, RA, TA, MIA for classification) of |method − Retrain|. Retrain
+    is averaged over the seeds the method ran (a grid still in progress has methods on fewer seeds),
+    or over all of its own when it shares none of them."""
     keys = gap_metrics_of(recs[0])
+    seeds = {r["seed"] for r in recs}
+    ref = [r for r in ref if r["seed"] in seeds] or ref
     return statistics.fmean(abs(mean_std([r["metrics"][k] for r in recs])[0] - mean_std([r["metrics"][k] for r in ref])[0])
                             for k in keys)
 
