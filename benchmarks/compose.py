@@ -166,21 +166,25 @@ def scenario_methods(records: list[dict], forget: str) -> dict[str, list[dict]]:
     return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in methods.items()}
 
 
-def against_retrain(methods: dict[str, list[dict]], method: str, metric: str) -> str:
-    """`method`'s mean `metric` beside Retrain's on the seeds that method ran."""
+def means_on_seeds(methods: dict[str, list[dict]], method: str, metric: str) -> tuple[float, float]:
+    """`method`'s mean `metric` and Retrain's on the seeds that method ran."""
     from statistics import fmean
 
     seeds = {r["seed"] for r in methods[method]}
-    ref = fmean(r["metrics"][metric] for r in methods["retrain"] if r["seed"] in seeds)
-    return f"{fmean(r['metrics'][metric] for r in methods[method]):.2f} against Retrain's {ref:.2f}"
+    return (fmean(r["metrics"][metric] for r in methods[method]),
+            fmean(r["metrics"][metric] for r in methods["retrain"] if r["seed"] in seeds))
+
+
+def against_retrain(methods: dict[str, list[dict]], method: str, metric: str) -> str:
+    """`method`'s mean `metric` beside Retrain's on the seeds that method ran."""
+    mine, ref = means_on_seeds(methods, method, metric)
+    return f"{mine:.2f} against Retrain's {ref:.2f}"
 
 
 def cifar_reading(records: list[dict]) -> str:
     """What the random-10% table says about the benchmark model itself; every number is read from
     the records, grouped as the table groups them, and a method is compared with Retrain on the
     seeds that method ran."""
-    from statistics import fmean
-
     from unlearnkit.bench.report import gap_of_means
 
     random = scenario_methods(records, "random:0.1")
@@ -190,9 +194,8 @@ def cifar_reading(records: list[dict]) -> str:
     pair = lambda m, metric: against_retrain(random, m, metric)  # noqa: E731
 
     tas = ", ".join(f"{r['metrics']['TA']:.2f} (seed {r['seed']})" for r in rows("original"))
-    nt_seeds = {r["seed"] for r in rows("nabla-tau")}
-    nt = {k: abs(fmean(r["metrics"][k] for r in rows("nabla-tau"))
-                 - fmean(r["metrics"][k] for r in rows("retrain") if r["seed"] in nt_seeds)) for k in ("UA", "RA", "TA", "MIA")}
+    means = {k: means_on_seeds(random, "nabla-tau", k) for k in ("UA", "RA", "TA", "MIA")}
+    nt = {k: abs(mine - ref) for k, (mine, ref) in means.items()}
     split = ", ".join(f"{k} {100 * v / sum(nt.values()):.0f}%" for k, v in nt.items())
     return f"""**Reading the random-10% table** (means over the seeds each method ran). The original is one model
 for every seed (seeds change the forget set and Retrain); its test accuracy in each seed's record is {tas}:
@@ -218,8 +221,8 @@ def random30_reading(records: list[dict]) -> str:
         return ""
     gap = lambda m: gap_of_means(ms[m], ms["retrain"])  # noqa: E731
     baselines = [m for m in ms if m.split("(")[0] not in FOUNDING | {"original", "retrain"}]
-    best = (f" The closest baseline run here is {min(baselines, key=gap)} ({gap(min(baselines, key=gap)):.2f})."
-            if baselines else "")
+    closest = min(baselines, key=gap, default=None)
+    best = f" The closest baseline run here is {closest} ({gap(closest):.2f})." if closest else ""
     side = "closer to" if gap("nabla-tau") < gap("original") else "further from"
     sfr = (f" SFR-on (α0 = {ms['sfr-on'][0]['hparams']['alpha']:g}, its default): {gap('sfr-on'):.2f}, UA {against_retrain(ms, 'sfr-on', 'UA')}, "
            f"TA {against_retrain(ms, 'sfr-on', 'TA')}." if "sfr-on" in ms else "")
