@@ -11,20 +11,25 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
 
-def first_env() -> dict:
-    line = (RESULTS / "fashion.jsonl").read_text().splitlines()[0]
-    return json.loads(line)["env"]
+def machines(records: list[dict]) -> str:
+    """Where `records` ran: each distinct processor, torch thread count, device and torch version,
+    with how many runs ran there (records written before the processor was kept say so)."""
+    from collections import Counter
+
+    runs = Counter((r["env"].get("cpu", "a processor not recorded"), r["env"]["threads"], r["env"]["device"],
+                    r["env"]["torch"]) for r in records)
+    return "; ".join(f"{cpu}, {threads} torch thread{'s' * (threads != '1')}, device {device}, torch {torch}"
+                     + (f" ({n} runs)" if len(runs) > 1 else "") for (cpu, threads, device, torch), n in runs.items())
 
 
-def cpu_of(env: dict) -> str:
-    """The processor a record ran on (records written before it was kept: this machine's)."""
-    from unlearnkit.bench.runner import cpu_name
+def all_records() -> list[dict]:
+    from unlearnkit.bench.runner import read_records
 
-    return env.get("cpu") or cpu_name()
+    return [r for path in sorted(RESULTS.glob("*.jsonl")) for r in read_records(path)]
 
 
 def main() -> None:
-    env = first_env()
+    env = all_records()[0]["env"]
     protocol = protocol_of("fashion.toml")
     cifar = (cifar_section() + cifar_section("cifar10_random30", toml="cifar10_random30.toml", title=": random 30%")
              + cifar_section("cifar10_w64", " --width 64 --device cuda"))
@@ -43,8 +48,8 @@ It runs `unlearnkit bench` on `benchmarks/cifar10.toml`, `cifar10_random30.toml`
 (this page). Each record also stores the torch thread count it ran with. `bash scripts/benchmarks.sh --gpu`
 runs the CIFAR-10 suite at the papers' full width (64) on a CUDA device, into its own section.
 
-Machine: {cpu_of(env)}, {env['threads']} torch threads, device {env['device']}; torch {env['torch']},
-Python {env['python']}. Times are wall-clock seconds measured in the same run as Retrain's
+Machines, over every record on this page: {machines(all_records())}; Python {env['python']}. Each
+section below says where its own runs ran. Times are wall-clock seconds measured in the same run as Retrain's
 training, reported as RTE = method seconds / Retrain seconds (Retrain = 1.00).
 
 {cifar}
@@ -100,7 +105,6 @@ def cifar_section(name: str = "cifar10", flags: str = "", toml: str = "cifar10.t
     jobs = [(n, hp, dataclasses.replace(sc, width=width), seed) for n, hp, sc, seed in jobs]
     done = {r["key"] for r in records}
     finished = sum(record_key(*job) in done for job in jobs)
-    env = records[0]["env"]
     hours = lambda rs: sum(r["metrics"]["seconds"] for r in rs) / 3600  # noqa: E731
     retrains = [r for r in records if r["method"] == "retrain"]
     compute = (f"The recorded runs took {hours(records):.1f} h of compute: {hours(retrains):.1f} h of Retrain "
@@ -119,8 +123,7 @@ transcribed.""" if toml == "cifar10.toml" else "")
 ## CIFAR-10, ResNet-18 (width {width}){title}
 
 `unlearnkit bench benchmarks/{toml}{flags} --out benchmarks/results/{name}.jsonl` (records in
-`benchmarks/results/{name}.jsonl`); {status}. Ran on {cpu_of(env)}, {env['threads']} torch
-threads, device {env['device']}, torch {env['torch']}. The original's test accuracy is TA in the
+`benchmarks/results/{name}.jsonl`); {status}. Ran on {machines(records)}. The original's test accuracy is TA in the
 `original` row; Retrain's wall-clock training time is RTE's denominator (`retrain_seconds` in
 every record). {compute}
 
@@ -207,8 +210,8 @@ the SalUn, ∇τ and SFR-on code), so its forget set already looks much like uns
 methods, run with their published defaults, behave differently here than on a converged model. ∇τ's ≈3
 retain epochs of AdamW keep improving the fit: RA {pair('nabla-tau', 'RA')}, and MIA-Efficacy (fitted on
 retain vs test confidence) falls to {pair('nabla-tau', 'MIA')}; its summed |Δ| to Retrain splits as {split}.
-SFR-on's ascent (α0 = 25, set for a converged CIFAR-10 model; its spec notes it needs re-tuning per
-setting) over-forgets: UA {pair('sfr-on', 'UA')}, TA {pair('sfr-on', 'TA')}.{pgu_cost(rows('pgu'))}"""
+SFR-on's ascent (α0 = {rows('sfr-on')[0]['hparams']['alpha']:g}, its default, set for a converged CIFAR-10 model; its spec notes it needs
+re-tuning per setting) over-forgets: UA {pair('sfr-on', 'UA')}, TA {pair('sfr-on', 'TA')}.{pgu_cost(rows('pgu'))}"""
 
 
 def random30_reading(records: list[dict]) -> str:

@@ -101,6 +101,27 @@ def test_bench_resumes_without_losing_or_repeating(tmp_path, cache, monkeypatch)
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_an_unfinished_seed_made_on_other_models_is_run_again_whole(tmp_path, cache, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text('seeds = [0, 1]\n[[scenario]]\ndataset = "digits"\n[methods.retrain]\n[methods.ga]\nepochs = 1\n')
+    out = tmp_path / "r.jsonl"
+    records = runner.bench(grid_jobs(grid), out, cache, progress=False)
+    prepared = prepare(Scenario("digits"), 1, cache)
+    assert {r["models"]["original"] for r in records} == {runner.fingerprint(prepared.original)}
+    assert len({r["models"]["retrain"] for r in records}) == 2  # one Retrain per seed's forget set
+    # every run made on another machine's models, and seed 1's GA not run yet
+    moved = [{**r, "models": {"original": "elsewhere", "retrain": "elsewhere"}, "metrics": {**r["metrics"], "UA": -1.0}}
+             for r in records if (r["seed"], r["method"]) != (1, "ga")]
+    runner.write_records(out, moved)
+    capsys.readouterr()
+    again = {(r["seed"], r["method"]): r for r in runner.bench(grid_jobs(grid), out, cache, progress=False)}
+    assert len(again) == 4
+    assert again[(0, "ga")]["metrics"]["UA"] == again[(0, "retrain")]["metrics"]["UA"] == -1.0  # finished: untouched
+    assert again[(1, "retrain")]["metrics"]["UA"] != -1.0  # unfinished: its Retrain ran again beside the new GA
+    assert again[(1, "retrain")]["models"] == again[(1, "ga")]["models"] == records[-1]["models"]
+    assert "seed 1: 1 finished run(s) sit on another original or Retrain" in "".join(capsys.readouterr())
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_first_signal_finishes_the_run_in_progress_and_a_second_aborts(tmp_path, cache, monkeypatch, signum):
     (tmp_path / "g.toml").write_text(GRID)

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -86,6 +87,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics),
                  "fields": dataclasses.asdict(task)},
         "env": environment(next(model.parameters()).device),
+        "models": {"original": fingerprint(prepared.original), "retrain": fingerprint(ref_model)},
     }
     if ref_histograms is not None:  # per-sample forget / test losses, for the report's histograms
         record["loss_histograms"] = {"method": task.loss_histograms(model, prepared.request, prepared.test),
@@ -166,30 +168,75 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     Jobs run scenario by scenario and, within a scenario, seed by seed (every method of seed 0
     before any of seed 1), so an interrupted long suite leaves whole tables of its first seeds
     rather than every method's first seed missing its Retrain. With `prune`, records whose key is
-    no longer in the grid (e.g. made before a method's default changed) are dropped first.
+    no longer in the grid (e.g. made before a method's defaults changed) are dropped first.
+
+    One seed of one scenario (a block) always sits on one original and one Retrain: before a block
+    with runs left is continued, its finished runs whose `models` fingerprints differ from the
+    models now in the cache (trained again on another machine, or written before fingerprints were
+    kept) are dropped and run again. A finished block is never touched, nor are records the grid
+    does not produce.
 
     The first SIGINT or SIGTERM (Ctrl-C) lets the run in progress finish and be recorded, then
     stops; a second one aborts at once (that run is lost, every finished one is kept)."""
     from tqdm import tqdm
 
-    jobs = seed_major(list(grid))
-    records = read_records(out)
+    blocks: dict[tuple[str, int], list[tuple[str, dict[str, Any], Scenario, int]]] = defaultdict(list)
+    for job in seed_major(list(grid)):
+        blocks[(json.dumps(job[2].as_dict(), sort_keys=True), job[3])].append(job)
     if prune:
-        wanted = {record_key(*job) for job in jobs}
-        records = [r for r in records if r.get("key") in wanted]
-        atomic_write(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
-    done = {r["key"] for r in records}
-    todo = [j for j in jobs if record_key(j[0], j[1], j[2], j[3]) not in done]
-    bar = tqdm(todo, desc="unlearnkit bench", unit="run", disable=not progress)
+        wanted = {record_key(*job) for jobs in blocks.values() for job in jobs}
+        write_records(out, [r for r in read_records(out) if r.get("key") in wanted])
+    done = {r["key"] for r in read_records(out)}
+    bar = tqdm(total=sum(record_key(*j) not in done for jobs in blocks.values() for j in jobs),
+               desc="unlearnkit bench", unit="run", disable=not progress)
     with stop_after_current_run() as stopping:
-        for name, hparams, scenario, seed in bar:
+        for jobs in blocks.values():
             if stopping.is_set():
-                bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "
-                          "the same command continues")
                 break
-            bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
-            append_record(out, run(name, hparams, scenario, seed, cache, device=device))
+            if all(record_key(*j) in done for j in jobs):
+                continue
+            stale = drop_stale(out, {record_key(*j) for j in jobs}, models_now(jobs[0][2], jobs[0][3], cache, device))
+            if stale:
+                bar.write(f"unlearnkit bench: {jobs[0][2].name} seed {jobs[0][3]}: {stale} finished run(s) sit on "
+                          "another original or Retrain than the cached ones; running them again")
+                bar.total += stale
+                done = {r["key"] for r in read_records(out)}
+            for name, hparams, scenario, seed in (j for j in jobs if record_key(*j) not in done):
+                if stopping.is_set():
+                    break
+                bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
+                append_record(out, run(name, hparams, scenario, seed, cache, device=device))
+                bar.update()
+        if stopping.is_set():
+            bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "
+                      "the same command continues")
+    bar.close()
     return read_records(out)
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short digest of a model's weights and buffers: which trained original or Retrain a record sits on."""
+    return digest(*model.state_dict().values())
+
+
+def models_now(scenario: Scenario, seed: int, cache: Path | None = None, device: str | None = None) -> dict[str, str]:
+    """Fingerprints of the original and the Retrain that runs of this scenario and seed would use now
+    (training and caching whichever is missing)."""
+    prepared = prepare(scenario, seed, cache, device)
+    return {"original": fingerprint(prepared.original), "retrain": fingerprint(reference(prepared, cache)[0])}
+
+
+def drop_stale(out: Path, keys: set[str], models: dict[str, str]) -> int:
+    """Drop the records with one of `keys` that were made on other `models`; return how many."""
+    records = read_records(out)
+    kept = [r for r in records if r.get("key") not in keys or r.get("models") == models]
+    if len(kept) < len(records):
+        write_records(out, kept)
+    return len(records) - len(kept)
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
 
 
 @contextmanager
