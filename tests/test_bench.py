@@ -43,6 +43,7 @@ def test_record_fields_and_retrain_reference(cache):
     rec = runner.run("ga", {"lr": 1e-3}, Scenario("digits", "random:0.1"), 0, cache)
     assert rec["method"] == "ga" and rec["hparams"]["lr"] == 1e-3 and rec["seed"] == 0
     assert set(rec["metrics"]) >= {"UA", "RA", "TA", "MIA", "gap", "seconds", "rte"}
+    assert rec["wall_seconds"] >= rec["metrics"]["seconds"] > 0  # the whole call: method, evaluation, loading
     ref = runner.run("retrain", {}, Scenario("digits", "random:0.1"), 0, cache)
     assert ref["metrics"]["gap"] == 0 and ref["metrics"]["rte"] == pytest.approx(1.0)
     assert rec["metrics"]["rte"] == pytest.approx(rec["metrics"]["seconds"] / ref["metrics"]["seconds"])

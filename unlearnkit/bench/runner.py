@@ -60,7 +60,9 @@ def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tupl
 def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache: Path | None = None,
         extra_signals: tuple[str, ...] = (), keep_model: bool = False, device: str | None = None) -> dict[str, Any]:
     """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain.
-    Everything runs on `device` (default cpu); the record's `env` names the device it ran on."""
+    Everything runs on `device` (default cpu); the record's `env` names the device it ran on, and
+    `wall_seconds` is everything the call took (loading, any model it had to train, evaluation)."""
+    began = time.perf_counter()
     method = method_from(name, hparams)
     prepared = prepare(scenario, seed, cache, device)
     task = prepared.request.task
@@ -92,6 +94,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     if ref_histograms is not None:  # per-sample forget / test losses, for the report's histograms
         record["loss_histograms"] = {"method": task.loss_histograms(model, prepared.request, prepared.test),
                                      "retrain": ref_histograms}
+    record["wall_seconds"] = time.perf_counter() - began
     if keep_model:
         record["_model"] = model
     return record
