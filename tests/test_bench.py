@@ -358,3 +358,21 @@ def test_committed_grids_name_registered_methods_and_fields(grid):
         group = scenario.forget.partition(":")[2]
         ids, _ = parse_forget(scenario.forget, torch.arange(100) % 10, groups=[group] * 50 + ["other"] * 50)
         assert 0 < len(ids) < 100, scenario.forget
+
+
+def test_report_marks_seeds_measured_against_another_retrain():
+    def rec(method, seed, ua, gap, models=None):
+        m = {"UA": ua, "RA": 90.0, "TA": 80.0, "MIA": 10.0, "gap": gap, "rte": 0.5}
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0, "metrics": m,
+                **({"models": models} if models else {})}
+
+    old = [rec("retrain", 0, 10.0, 0.0), rec("retrain", 1, 12.0, 0.0),
+           rec("ga", 0, 14.0, 1.0),  # its own gap (|14 - 10| / 4) agrees with seed 0's Retrain row
+           rec("ga", 1, 14.0, 0.75)]  # against seed 1's row it would be 0.5: measured against another Retrain
+    row = next(line for line in report.markdown(old).splitlines() if line.startswith("| ga |"))
+    assert row.endswith("| 2 (1 †) |") and "\"†\": seeds run against another Retrain" in report.markdown(old)
+    same, other = {"original": "a", "retrain": "b"}, {"original": "c", "retrain": "b"}
+    new = [rec("retrain", 0, 10.0, 0.0, same), rec("ga", 0, 14.0, 1.0, same), rec("ft", 0, 14.0, 1.0, other)]
+    text = report.markdown(new)  # fingerprints decide when both records keep them, the original's included
+    assert "| 1 |" in next(line for line in text.splitlines() if line.startswith("| ga |"))
+    assert next(line for line in text.splitlines() if line.startswith("| ft |")).endswith("| 1 (1 †) |")

@@ -4,10 +4,13 @@ Tables and plots come from the records file alone, never from live objects."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from unlearnkit.eval.metrics import avg_gap
 
 METRICS = ("UA", "RA", "TA", "MIA")  # classification; a record names its task's metrics
 
@@ -70,6 +73,19 @@ def gap_of_means(recs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> float
                             for k in keys)
 
 
+def other_models(record: dict[str, Any], retrain: list[dict[str, Any]]) -> bool:
+    """Whether `record` was measured against another Retrain or original than the Retrain record of
+    its seed: by the models' fingerprints where both records keep them, else (records written
+    before fingerprints) by the run's own Avg. Gap disagreeing with one against that record."""
+    ref = next((r for r in retrain if r["seed"] == record["seed"]), None)
+    if ref is None or ref is record:
+        return False
+    if "models" in record and "models" in ref:
+        return record["models"] != ref["models"]
+    gap = avg_gap(record["metrics"], ref["metrics"], gap_metrics_of(record))
+    return not math.isclose(gap, record["metrics"]["gap"], rel_tol=1e-9, abs_tol=1e-9)
+
+
 def markdown(records: list[dict[str, Any]]) -> str:
     """One table per scenario: mean ± std over seeds, Avg. Gap of the means; the smallest in bold."""
     parts = []
@@ -77,7 +93,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
         ref = methods.get("retrain", [])
         metrics = metrics_of(next(iter(methods.values()))[0])
         columns = (*metrics, "Avg. Gap", "RTE (× Retrain)")
-        rows, gaps = [], {}
+        rows, gaps, elsewhere = [], {}, False
         for name in order(list(methods)):
             recs = methods[name]
             cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std([r["metrics"][k] for r in recs]) for k in metrics)]
@@ -85,8 +101,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
             if not name.startswith("retrain"):
                 gaps[name] = gap
             rte_m, rte_s = mean_std([r["metrics"]["rte"] for r in recs])
-            diverged = sum(1 for r in recs if r["metrics"].get("diverged"))
-            seeds = f"{len(recs)} ({diverged} diverged)" if diverged else str(len(recs))
+            notes = [f"{n} {what}" for n, what in ((sum(1 for r in recs if r["metrics"].get("diverged")), "diverged"),
+                                                    (sum(other_models(r, ref) for r in recs), "†")) if n]
+            seeds = f"{len(recs)} ({', '.join(notes)})" if notes else str(len(recs))
+            elsewhere |= any(other_models(r, ref) for r in recs)
             rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", seeds])
         best = min(gaps, key=gaps.get) if gaps else None
         header = "| method | " + " | ".join(columns) + " | seeds |"
@@ -99,6 +117,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
         lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average. RTE = method seconds "
                   "(set-up included) / Retrain seconds on the same request and seed. \"diverged\": seeds whose "
                   "model produced non-finite outputs (their metrics count non-finite signals as 0)."]
+        if elsewhere:
+            lines[-1] += (" \"†\": seeds run against another Retrain or original than this table's Retrain row of "
+                          "that seed (run again where the model cache held other copies: CPU training is not "
+                          "bit-reproducible across machines); their Avg. Gap to that row mixes the two.")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
