@@ -101,10 +101,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
             if not name.startswith("retrain"):
                 gaps[name] = gap
             rte_m, rte_s = mean_std([r["metrics"]["rte"] for r in recs])
-            notes = [f"{n} {what}" for n, what in ((sum(1 for r in recs if r["metrics"].get("diverged")), "diverged"),
-                                                    (sum(other_models(r, ref) for r in recs), "†")) if n]
+            diverged, flagged = sum(bool(r["metrics"].get("diverged")) for r in recs), sum(other_models(r, ref) for r in recs)
+            notes = [f"{n} {what}" for n, what in ((diverged, "diverged"), (flagged, "†")) if n]
             seeds = f"{len(recs)} ({', '.join(notes)})" if notes else str(len(recs))
-            elsewhere |= any(other_models(r, ref) for r in recs)
+            elsewhere |= bool(flagged)
             rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", seeds])
         best = min(gaps, key=gaps.get) if gaps else None
         header = "| method | " + " | ".join(columns) + " | seeds |"
