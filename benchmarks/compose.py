@@ -217,7 +217,7 @@ def cifar_reading(records: list[dict]) -> str:
 per machine (seeds change the forget set and Retrain); training on a CPU is not bit-reproducible across
 machines, so a seed run on another machine sits on a copy trained there, and the original's test accuracy
 in each seed's record is {tas}. Within a seed, every row sits on one original and one Retrain: records keep
-both models' fingerprints, and the runner runs an unfinished seed again rather than mix models. Its accuracy on its own retain set is {pair('original', 'RA')}. The width-16 model
+both models' fingerprints, and the runner runs an unfinished seed again rather than mix models. The original's accuracy on its own retain set is {pair('original', 'RA')}. The width-16 model
 trained for 18 epochs is under-fit, unlike the papers' ResNet-18s (trained for 182, 50 and 200 epochs in
 the SalUn, ∇τ and SFR-on code), so its forget set already looks much like unseen data and doing nothing
 (`original`) scores an Avg. Gap of {gap_of_means(rows('original'), rows('retrain')):.2f}. Two founding
