@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from unlearnkit.data import ArrayDataset
-from unlearnkit.datasets import digits, holdout
+from unlearnkit.data import holdout
+from unlearnkit.datasets import digits
 from unlearnkit.models import build_model
 from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import METHODS
-from unlearnkit.eval.metrics import accuracy, predict
-from unlearnkit.loop import grad_sum, outputs
+from unlearnkit.metrics import accuracy, predict
+from unlearnkit.loop import grad_sum
+from unlearnkit.metrics import outputs
 from unlearnkit.methods import boundary, l1_sparse, random_label, salun, scrub
 from unlearnkit.models import ResNet18
 

@@ -18,6 +18,7 @@ from unlearnkit.bench.scenarios import Scenario, prepare
 from unlearnkit.checkpoint import CheckpointError, load_model, save_model
 from unlearnkit.cli import grid_jobs, main
 from unlearnkit.data import ArrayDataset
+from unlearnkit.method import build
 
 GRID = """
 seeds = [0, 1]
@@ -294,8 +295,8 @@ def test_methods_refuse_tasks_they_do_not_support():
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from unlearnkit.registry import METHODS
-    from unlearnkit.tasks import Classification, check_supported, supported_tasks
+    from unlearnkit.method import METHODS, check_supported, supported_tasks
+    from unlearnkit.tasks import Classification
 
     @dataclass(frozen=True)
     class Other(Classification):
@@ -303,7 +304,7 @@ def test_methods_refuse_tasks_they_do_not_support():
 
     assert "generation" in supported_tasks(METHODS["ft"]) and supported_tasks(METHODS["scrub"]) == ("classification",)
     with pytest.raises(ValueError, match="scrub does not support the other task"):
-        check_supported(METHODS["scrub"](), Other(), "scrub")
+        check_supported(METHODS["scrub"](), Other().name)
     net, ds = nn.Linear(2, 2), ArrayDataset(torch.randn(10, 2), torch.arange(10) % 2)
     with pytest.raises(ValueError, match="does not support the other task"):
         unlearnkit.unlearn(net, ds, [0], "scrub", task=Other())
@@ -354,7 +355,7 @@ def test_committed_grids_name_registered_methods_and_fields(grid):
     jobs = grid_jobs(grid)
     assert jobs
     for name, hparams, scenario, seed in jobs:
-        runner.method_from(name, hparams)
+        build(name, hparams)
         group = scenario.forget.partition(":")[2]
         ids, _ = parse_forget(scenario.forget, torch.arange(100) % 10, groups=[group] * 50 + ["other"] * 50)
         assert 0 < len(ids) < 100, scenario.forget

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from unlearnkit.data import random_crop_flip
-from unlearnkit.datasets import DatasetNotFound, decode_jpeg_archive, load_data
+from unlearnkit.data import DatasetNotFound, load_data
+from unlearnkit.datasets import decode_jpeg_archive
 from unlearnkit.models import build_model
 
 

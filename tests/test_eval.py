@@ -8,9 +8,9 @@ import torch
 from scipy.stats import entropy as scipy_entropy
 from sklearn.metrics import accuracy_score
 
-from unlearnkit.eval.evaluate import evaluate, kept_test_indices
-from unlearnkit.eval.metrics import Outputs, accuracy, avg_gap, confidence, entropy, m_entropy, per_sample_loss
-from unlearnkit.eval.mia import mia_efficacy
+from unlearnkit.evaluate import evaluate, kept_test_indices
+from unlearnkit.metrics import Outputs, accuracy, avg_gap, confidence, entropy, m_entropy, per_sample_loss
+from unlearnkit.evaluate import mia_efficacy
 
 
 def random_outputs(n: int = 50, k: int = 4, seed: int = 0) -> Outputs:
@@ -71,7 +71,7 @@ def test_evaluate_drops_forgotten_class_from_test_and_scores_original(toy_cnn):
 
 def test_a_diverged_model_is_evaluated_not_crashed():
     from unlearnkit.data import ArrayDataset
-    from unlearnkit.eval.evaluate import evaluate, loss_histograms
+    from unlearnkit.evaluate import evaluate, loss_histograms
     from unlearnkit.request import UnlearnRequest
 
     g = torch.Generator().manual_seed(0)

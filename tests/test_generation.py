@@ -14,13 +14,14 @@ from torch import nn
 
 from unlearnkit import METHODS
 from unlearnkit.data import ArrayDataset
+from unlearnkit.evaluate import evaluate
 from unlearnkit.generation import (NULL_LABEL, Generation, Schedule, UNet, denoising_loss, frechet_distance,
                                    guided_eps, judge, load_or_train_judge, sample)
-from unlearnkit.generation.grid import save_grid
+from unlearnkit.bench.samples import save_grid
 from unlearnkit.loop import call, trainable
 from unlearnkit.models import build_model
 from unlearnkit.request import UnlearnRequest
-from unlearnkit.tasks import supported_tasks
+from unlearnkit.method import supported_tasks
 from unlearnkit.train import Recipe, train_model
 
 TASK = Generation(T=100, steps=10, samples_per_class=10)
@@ -160,13 +161,13 @@ def test_judge_is_cached_and_reloaded(tmp_path, monkeypatch):
 def test_generation_evaluate_and_grid(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path))
     model, request, test = trained
-    metrics = TASK.evaluate(model, request, test)
+    metrics = evaluate(model, request, test)
     assert set(Generation.metrics) <= metrics.keys() and metrics["samples_per_class"] == 10
     assert 0 <= metrics["UA"] <= 100 and 0 <= metrics["P_forget"] <= 1 and np.isfinite(metrics["FID"])
     assert metrics["Acc_retain"] >= 80, "a trained model generates the classes it knows"
-    assert metrics == TASK.evaluate(model, request, test), "evaluation is deterministic"
+    assert metrics == evaluate(model, request, test), "evaluation is deterministic"
     with pytest.raises(ValueError, match="class-wise"):
-        TASK.evaluate(model, dataclasses.replace(request, classes=()), test)
+        evaluate(model, dataclasses.replace(request, classes=()), test)
     path = save_grid({"before": model, "again": model}, TASK, request.train, tmp_path / "g.png", [0, 1, 2],
                      per_class=3, marked=[2])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -246,7 +247,7 @@ batch_size = 64
     ref = next(r for r in records if r["method"] == "retrain")["metrics"]
     assert m["gap"] == pytest.approx((abs(m["UA"] - ref["UA"]) + abs(m["Acc_retain"] - ref["Acc_retain"])) / 2)
     assert "| method | UA | Acc_retain | FID | P_forget |" in (tmp_path / "r.md").read_text()
-    import unlearnkit.generation.grid as grid_module
+    import unlearnkit.bench.samples as grid_module
 
     drawn, real_save = {}, grid_module.save_grid
     monkeypatch.setattr(grid_module, "save_grid", lambda models, *a, **k: drawn.update(models) or real_save(models, *a, **k))

@@ -12,7 +12,7 @@ from torch import nn
 
 from unlearnkit.bench.scenarios import Scenario, prepare
 from unlearnkit.data import ArrayDataset
-from unlearnkit.eval.metrics import accuracy, predict
+from unlearnkit.metrics import accuracy, predict
 from unlearnkit.methods import nabla_tau
 from unlearnkit.methods.nabla_tau import NablaTau, forget_epochs, held_out_loss, initial_alpha, nabla_tau_loss
 from unlearnkit.request import UnlearnRequest

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit import subspace as S
-from unlearnkit.data import ArrayDataset, subset
-from unlearnkit.eval.metrics import accuracy, predict
+from unlearnkit.data import ArrayDataset
+from unlearnkit.metrics import accuracy, predict
 from unlearnkit.methods import pgu as P
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.subspace import (cached_statistics, covariance, energy_rank, full_statistics, load_statistics,
@@ -185,9 +185,9 @@ def test_val_gap_stops_at_the_first_crossing(monkeypatch):
     data = ArrayDataset(centres[y] + torch.randn(500, 8), y)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
     train_model(model, data, torch.arange(400), Recipe(epochs=20, lr=0.05, batch_size=32), seed=0)
-    train = subset(data, torch.arange(400))
+    train = data.select(torch.arange(400))
     correct = (predict(model, train).logits.argmax(-1) == train.y).nonzero().flatten()
-    r = UnlearnRequest(train, correct[::10], 4, val=subset(data, torch.arange(400, 500)))  # forget acc 100%
+    r = UnlearnRequest(train, correct[::10], 4, val=data.select(torch.arange(400, 500)))  # forget acc 100%
     gap = lambda m: accuracy(predict(m, r.val)) - accuracy(predict(m, r.train, r.forget))  # noqa: E731
     seen, call = [], P.ValGap.__call__
     monkeypatch.setattr(P.ValGap, "__call__", lambda self, m, b: seen.append(gap(m)) or call(self, m, b))
@@ -203,9 +203,14 @@ def test_val_gap_stops_at_the_first_crossing(monkeypatch):
 def test_check_every_evaluates_the_rule_after_every_kth_and_the_last_epoch(monkeypatch):
     torch.manual_seed(0)
     x, y = torch.randn(120, 6), torch.randint(0, 3, (120,))
-    r = UnlearnRequest(ArrayDataset(x, y), torch.arange(20), 3, val=ArrayDataset(x[:30], y[:30]))
     updates, checked_after = [], []  # updates so far, at each evaluation of the rule
-    monkeypatch.setattr(P, "apply_updates", lambda params, u: updates.append(1))
+
+    class CountUpdates:
+        def on_update(self, step):
+            updates.append(1)
+
+    r = UnlearnRequest(ArrayDataset(x, y), torch.arange(20), 3, val=ArrayDataset(x[:30], y[:30]),
+                       callbacks=(CountUpdates(),))
     monkeypatch.setattr(P.PGU, "_monitor", lambda self, req: lambda m, b: checked_after.append(len(updates)) or False)
     P.PGU(epochs=7, check_every=3, batch_size=10)(nn.Linear(6, 3), r)  # 2 updates per epoch
     assert checked_after == [0, 6, 12, 14]  # before training, after epochs 3 and 6, and after the last

@@ -12,9 +12,9 @@ from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.data import ArrayDataset
-from unlearnkit.loop import apply_updates, trainable
+from unlearnkit.loop import apply_updates, grads_of, trainable
 from unlearnkit.methods import sfron
-from unlearnkit.methods.sfron import SFROn, adaptive_weights, fisher_diagonal, fisher_ratio_mask, forget_grads
+from unlearnkit.methods.sfron import SFROn, adaptive_weights, fisher_diagonal, fisher_ratio_mask, forget_edit, weighted_ascent
 from unlearnkit.request import Batch, UnlearnRequest
 
 
@@ -22,6 +22,13 @@ def data(n: int, seed: int) -> ArrayDataset:
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 3, (n,), generator=g)
     return ArrayDataset(torch.randn(n, 4, generator=g) + y[:, None], y)
+
+
+def forget_grads(net, request, params, b, alpha, temperature, keep, clip):
+    """The gradient of one forget step as SFR-on's chain edits it (before the optimiser)."""
+    loss = weighted_ascent(request.loss(net, b, reduction="none"), alpha, temperature)
+    edit = forget_edit(keep, clip)
+    return edit.update(grads_of(loss, params), edit.init(params), params)[0]
 
 
 def tiny_request() -> UnlearnRequest:

@@ -21,11 +21,11 @@ from unlearnkit import METHODS
 from unlearnkit.bench.runner import run
 from unlearnkit.bench.scenarios import Scenario, prepare
 from unlearnkit.data import ArrayDataset
-from unlearnkit.datasets import DatasetNotFound, load_data
-from unlearnkit.eval.metrics import accuracy, predict
+from unlearnkit.data import DatasetNotFound, load_data
+from unlearnkit.metrics import accuracy, predict
 from unlearnkit.models import build_model
 from unlearnkit.request import RequestError, UnlearnRequest, parse_forget
-from unlearnkit.tasks import supported_tasks
+from unlearnkit.method import supported_tasks
 from unlearnkit.train import Recipe, reinitialize, train_model
 
 

@@ -224,6 +224,22 @@ def test_fit_with_objectives_requires_combiner_and_runs():
 
 def test_optimizer_by_name():
     assert T.optimizer("sgd", 0.1, 0.9, 5e-4) == T.sgd(0.1, 0.9, 5e-4)
-    assert T.optimizer("adam", 1e-3, 0.9, 0.0) == T.adamw(1e-3, weight_decay=0.0)
-    with pytest.raises(ValueError, match="'sgd' or 'adam'"):
+    assert T.optimizer("adam", 1e-3, 0.9, 5e-4) == T.adam(1e-3, weight_decay=5e-4)  # torch.optim.Adam: L2 decay
+    assert T.optimizer("adamw", 1e-3, 0.9, 5e-4) == T.adamw(1e-3, weight_decay=5e-4)  # torch.optim.AdamW
+    with pytest.raises(ValueError, match="'sgd', 'adam' or 'adamw'"):
         T.optimizer("rmsprop", 0.1)
+
+
+def test_per_epoch_schedule_holds_each_epochs_value_over_unequal_epochs():
+    lr = T.PerEpoch(lambda epoch: 10.0 * epoch, (2, 0, 3))  # an empty epoch is skipped
+    assert [lr(step) for step in range(7)] == [0.0, 0.0, 20.0, 20.0, 20.0, 20.0, 20.0]
+
+
+def test_edit_changes_only_its_objective_and_total_sums_what_is_there():
+    params = {"w": torch.zeros(2)}
+    g = {"forget": {"w": torch.tensor([3.0, 4.0])}, "retain": {"w": torch.tensor([1.0, 1.0])}}
+    tx = T.chain(T.edit("forget", T.clip_by_global_norm(1.0)), T.total())
+    out, _ = tx.update(g, tx.init(params), params)
+    torch.testing.assert_close(out["w"], torch.tensor([0.6 + 1.0, 0.8 + 1.0]), atol=1e-6, rtol=0)
+    only_retain, _ = tx.update({"retain": g["retain"]}, tx.init(params), params)  # no forget objective this step
+    torch.testing.assert_close(only_retain["w"], torch.tensor([1.0, 1.0]))

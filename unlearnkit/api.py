@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from unlearnkit.bench.runner import method_from
 from unlearnkit.data import labels_of, take
+from unlearnkit.method import Method, build, check_supported
 from unlearnkit.request import UnlearnRequest
-from unlearnkit.tasks import Classification, Task, check_supported
+from unlearnkit.tasks import Classification, Task
 
 
 def make_request(model: nn.Module, train: Dataset, forget: Any, num_classes: int | None = None,
@@ -22,20 +21,24 @@ def make_request(model: nn.Module, train: Dataset, forget: Any, num_classes: int
     classes = num_classes or int(labels.max()) + 1
     if int(labels.max()) >= classes:
         raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is {classes}")
-    request = UnlearnRequest(train, torch.as_tensor(forget), classes, val=val, seed=seed, **kwargs)
+    request = UnlearnRequest(train, forget, classes, val=val, seed=seed, **kwargs)
     request.task.check_model(model, take(train, torch.tensor([0]))[0], classes)
     return request
 
 
-def unlearn(model: nn.Module, train: Dataset, forget: Any, method: str = "salun", *, val: Dataset | None = None,
-            num_classes: int | None = None, seed: int = 0, task: Task | None = None, **hparams: Any) -> nn.Module:
-    """A copy of `model` that has forgotten `train[forget]` by `method`; `model` is left untouched.
+def unlearn(model: nn.Module, train: Dataset, forget: Any, method: str | Method = "salun", *,
+            val: Dataset | None = None, num_classes: int | None = None, seed: int = 0, task: Task | None = None,
+            **hparams: Any) -> nn.Module:
+    """A copy of `model` that has forgotten `train[forget]` by `method` (a registered name, with
+    `hparams` as its fields, or a method object); `model` itself is left untouched.
 
     Example: `unlearn(net, trainset, [3, 17, 42], "ft", epochs=5)`.
     """
-    algorithm = method_from(method, hparams)
+    if isinstance(method, str):
+        method = build(method, hparams)
+    elif hparams:
+        raise ValueError("give hyper-parameters as the method object's fields, not as keyword arguments")
     request = make_request(model, train, forget, num_classes, val, seed, task=task or Classification())
-    check_supported(algorithm, request.task, method)
-    copy_ = copy.deepcopy(model)
+    check_supported(method, request.task.name)
     torch.manual_seed(seed)
-    return algorithm(copy_, request)
+    return method(model, request)

@@ -12,13 +12,13 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from unlearnkit import methods as _methods  # noqa: F401  (registers every method)
+import unlearnkit
 from unlearnkit.bench import report as reporting
 from unlearnkit.bench.runner import bench, read_records, record_key, run
 from unlearnkit.bench.scenarios import Scenario
 from unlearnkit.checkpoint import atomic_write, save_model
-from unlearnkit.registry import DATASETS, METHODS, MODELS, TASKS
-from unlearnkit.tasks import supported_tasks
+from unlearnkit.method import METHODS, build, supported_tasks
+from unlearnkit.registry import DATASETS, FORMATS, MODELS, TASKS
 from unlearnkit.train import Recipe
 
 SCENARIO_FLAGS = ("dataset", "forget", "model", "width", "checkpoint", "train_size", "task")
@@ -77,12 +77,13 @@ def scenario_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unlearnkit", description=__doc__)
+    p.add_argument("--version", action="version", version=f"unlearnkit {unlearnkit.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list methods, datasets and models")
     run_p = sub.add_parser("run", help="run one method on one scenario and seed")
     methods = run_p.add_subparsers(dest="method", required=True, metavar="METHOD")
-    for name in METHODS.names():
+    for name in METHODS.ordered():
         cls = METHODS[name]
         mp = methods.add_parser(name, help=first_line(cls.__doc__), description=cls.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("models", MODELS), ("tasks", TASKS)):
+        print("methods (family; tasks):")
+        for n in METHODS.ordered():
+            meta = METHODS.meta(n)
+            print(f"  {n:17s} {first_line(METHODS[n].__doc__)} [{meta['family']}; {', '.join(supported_tasks(METHODS[n]))}]")
+        for title, reg in (("datasets", DATASETS), ("data formats (FORMAT:PATH)", FORMATS), ("models", MODELS),
+                           ("tasks", TASKS)):
             print(f"{title}:")
             for n in reg.names():
-                obj = reg[n]
-                doc = reg.meta(n).get("doc") or first_line(obj.__doc__)
-                tasks = f" [{', '.join(supported_tasks(obj))}]" if reg is METHODS else ""
-                print(f"  {n:17s} {doc}{tasks}")
+                print(f"  {n:17s} {reg.meta(n).get('doc') or first_line(reg[n].__doc__)}")
         return 0
     if args.command == "run":
         hparams = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_")}
@@ -268,13 +271,18 @@ def overhead(args: argparse.Namespace) -> int:
         return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
                         train_size=args.train_size)
 
-    chosen = [m for m in args.methods.split(",") if m] or METHODS.names()
+    chosen = [m for m in args.methods.split(",") if m] or METHODS.ordered()
     unknown = set(chosen) - set(METHODS.names())
     if unknown:
         raise ValueError(f"--methods: unknown {sorted(unknown)}; known: {', '.join(METHODS.names())}")
-    variants = [(n, n, {}) for n in chosen if n not in ("retrain", "original", "ft")]
-    variants += [(f"{n} (first order)", n, {"first_order": True}) for n in ("ltu", "lur") if n in chosen]
-    variants += [("pgu (check_every=4)", "pgu", {"check_every": 4})] if "pgu" in chosen else []
+    chosen = [n for n in chosen if METHODS.meta(n)["family"] != "reference" and n != "ft"]  # FT is the yardstick
+    variants = [(n, n, {}) for n in chosen]
+    for n in chosen:  # the cheaper settings a method offers, timed beside its default
+        fields = {f.name: f.default for f in dataclasses.fields(METHODS[n])}
+        if fields.get("first_order") is False:
+            variants.append((f"{n} (first order)", n, {"first_order": True}))
+        if fields.get("check_every") == 1:
+            variants.append((f"{n} (check_every=4)", n, {"check_every": 4}))
     prepared = prepare(scenario(), args.seed, args.cache)
     table, _ = overhead_table(sorted(variants), prepared, args.batch_size, args.steps)
     text = f"Scenario: {scenario().name}, seed {args.seed}.\n\n{table}"

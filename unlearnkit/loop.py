@@ -2,18 +2,20 @@
 
 `fit` minimises a loss over batches and shapes every gradient with a transform chain. A loss may
 return one tensor, or a dict of named objectives that a combiner at the head of the chain merges.
+Whoever runs a method may observe it through `Callback`s passed in with the request.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from unlearnkit.models import device_of
 from unlearnkit.transforms import Grads, Params, Transform
 
 Loss = Callable[[Any], "Tensor | Mapping[str, Tensor]"]
@@ -21,10 +23,6 @@ Loss = Callable[[Any], "Tensor | Mapping[str, Tensor]"]
 
 def trainable(model: nn.Module) -> Params:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def grads_of(losses: Tensor | Mapping[str, Tensor], params: Params, create_graph: bool = False) -> Any:
@@ -42,46 +40,82 @@ def _grad(loss: Tensor, params: Params, retain: bool, create_graph: bool) -> Gra
     return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), gs)}
 
 
-STEP_HOOKS: list[Callable[[Params], None]] = []  # called after every update (benchmarks time steps)
-CHECK_HOOKS: list[Callable[[float], None]] = []  # told the seconds of every `stopping_check` block
+class Callback(Protocol):
+    """An observer passed in by whoever runs a method (benchmarks time updates and count samples).
+    Every hook is optional; none may change what it observes."""
+
+    def on_batch(self, size: int) -> None:
+        """A batch of `size` samples was handed out by the request."""
+
+    def on_update(self, step: int) -> None:
+        """`fit` applied update number `step` to the model."""
+
+    def on_check(self, seconds: float) -> None:
+        """A method spent `seconds` evaluating between updates to decide when to stop or to set a
+        target (PGU's per-epoch accuracies, ∇τ's held-out loss): not part of any update."""
+
+
+def notify(callbacks: Iterable[Any], event: str, *args: Any) -> None:
+    for callback in callbacks:
+        hook = getattr(callback, event, None)
+        if hook is not None:
+            hook(*args)
 
 
 @contextmanager
-def stopping_check() -> Iterator[None]:
-    """Mark an evaluation a method runs between updates to decide when to stop or to set a target
-    (PGU's per-epoch accuracies, ∇τ's held-out loss): not part of an update, so the step benchmark
-    (`unlearnkit overhead`) reports its time apart from the step's."""
+def checking(callbacks: Iterable[Any]) -> Iterator[None]:
+    """Mark an evaluation a method runs between updates (reported to `Callback.on_check`)."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        for hook in CHECK_HOOKS:
-            hook(time.perf_counter() - start)
+        notify(callbacks, "on_check", time.perf_counter() - start)
+
+
+def frozen_batchnorm(model: nn.Module) -> None:
+    """Train mode (Dropout active) with every BatchNorm in eval mode (running statistics frozen)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """`batch.to(device)`, or each item of a tuple moved (a method's batches may carry extras)."""
+    if isinstance(batch, tuple):
+        return tuple(to_device(b, device) for b in batch)
+    return batch.to(device) if hasattr(batch, "to") else batch
 
 
 @torch.no_grad()
 def apply_updates(params: Params, updates: Grads) -> None:
-    """p += u for every parameter with an update; every method's every step goes through here."""
+    """p += u for every parameter with an update."""
     for k, u in updates.items():
         params[k].add_(u)
-    for hook in STEP_HOOKS:
-        hook(params)
 
 
-def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform, train_mode: bool = True,
-        on_step: Callable[[int, Any], bool | None] | None = None) -> nn.Module:
-    """Minimise `loss` over `batches`, shaping every gradient with `tx`. Mutates and returns `model`.
+def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform,
+        train_mode: bool | Callable[[nn.Module], None] = True,
+        on_step: Callable[[int, Any], bool | None] | None = None, callbacks: Iterable[Any] = ()) -> nn.Module:
+    """Minimise `loss` over `batches`, shaping every gradient with `tx`: the one update step every
+    method and the training of originals go through. Mutates and returns `model`.
 
-    `on_step(step, losses)` runs after each update; returning True stops early.
+    `train_mode`: True / False, or a function that sets the modes (e.g. `frozen_batchnorm`).
+    `on_step(step, losses)` runs after each update; returning True stops early. `callbacks`
+    (usually `request.callbacks`) are told of every update.
     """
     params = trainable(model)
     state = tx.init(params)
-    model.train(train_mode)
+    if callable(train_mode):
+        train_mode(model)
+    else:
+        model.train(train_mode)
     device = device_of(model)
     for step, batch in enumerate(batches):
-        losses = loss(batch.to(device))
+        losses = loss(to_device(batch, device))
         updates, state = tx.update(grads_of(losses, params), state, params)
         apply_updates(params, updates)
+        notify(callbacks, "on_update", step)
         if on_step is not None and on_step(step, losses):
             break
     return model
@@ -120,22 +154,3 @@ def call(model: nn.Module, params: Params, *inputs: Tensor) -> Tensor:
 def at(model: nn.Module, params: Params) -> Callable[..., Tensor]:
     """`model` as a function evaluated at `params` (for `request.loss(at(model, fast), batch)`)."""
     return lambda *inputs: call(model, params, *inputs)
-
-
-EVAL_BATCH = {"cpu": 256, "cuda": 1024}  # per-device chunk of an evaluation forward (see `outputs`)
-
-
-@torch.no_grad()
-def outputs(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
-    """Eval-mode logits for a tensor of inputs, in chunks of `batch_size` (default: EVAL_BATCH of
-    the model's device). On a CPU, chunks of 256 keep activations in cache: measured on the 2-core
-    machine, the CIFAR ResNet-18 (width 16) and the small CNN evaluate 1.5–2× faster per sample
-    than in chunks of 1024, an MLP the same; a GPU wants large chunks."""
-    modes = [(m, m.training) for m in model.modules()]  # restored per module (e.g. BN kept in eval)
-    model.eval()
-    device = device_of(model)
-    batch_size = batch_size or EVAL_BATCH.get(device.type, 256)
-    out = torch.cat([model(c.to(device)).float().cpu() for c in x.split(batch_size)]) if len(x) else torch.empty(0)
-    for m, mode in modes:
-        m.training = mode
-    return out

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from unlearnkit.checkpoint import digest
 from unlearnkit.registry import MODELS
 
 
@@ -76,6 +77,16 @@ def resnet18(in_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn
 
 def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, **kwargs: int) -> nn.Module:
     return MODELS[name](in_shape, num_classes, **kwargs)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short digest of a model's weights and buffers: which trained model this is."""
+    return digest(*model.state_dict().values())
 
 
 def num_outputs(model: nn.Module, example: torch.Tensor) -> int:

@@ -48,8 +48,14 @@ class Registry(Generic[T]):
         self[name]
         return dict(self._meta[name])
 
+    def name_of(self, obj: Any) -> str | None:
+        """The name `obj` (or its class) is registered under, or None."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        return next((n for n, o in self._items.items() if o is obj or o is cls), None)
 
-METHODS: Registry[Any] = Registry("method")
+
 DATASETS: Registry[Any] = Registry("dataset")
+FORMATS: Registry[Any] = Registry("data format")  # FORMAT:PATH loaders for a user's own files
 MODELS: Registry[Any] = Registry("model")
 TASKS: Registry[Any] = Registry("task")
+EVALUATIONS: Registry[Any] = Registry("evaluation")  # task name -> evaluate(model, request, test, **options)

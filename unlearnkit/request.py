@@ -7,11 +7,10 @@ trust them, and hands out forget / retain batches that are deterministic under `
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from unlearnkit.data import Augment, labels_of, take
+from unlearnkit.loop import notify
 from unlearnkit.tasks import Classification, Forward, Task
 
 Split = Literal["forget", "retain"]
@@ -54,24 +54,6 @@ class Pair:
         return Pair(self.forget.to(device), self.retain.to(device))
 
 
-BATCH_HOOKS: list[Callable[[int], None]] = []  # called with each batch's size (benchmarks count samples)
-
-
-@contextmanager
-def counting_samples() -> Iterator[list[int]]:
-    """A one-element list holding the number of samples every request hands out inside the block."""
-    drawn = [0]
-
-    def count(n: int) -> None:
-        drawn[0] += n
-
-    BATCH_HOOKS.append(count)
-    try:
-        yield drawn
-    finally:
-        BATCH_HOOKS.remove(count)
-
-
 @dataclass(frozen=True, eq=False)
 class UnlearnRequest:
     """A trained model's training data and the part of it to forget.
@@ -86,7 +68,9 @@ class UnlearnRequest:
         seed: seeds every batch order this request hands out.
         recipe: how the original model was trained (Retrain reuses it), if known.
         classes: the classes forgotten whole, when the request is class-wise.
-        task: what the model does, and so its loss and evaluation (default: classification).
+        task: what the model does, and so its loss (default: classification).
+        callbacks: observers told of every batch handed out, every update and every stopping
+            check (`loop.Callback`; benchmarks time and count with them). Methods pass them on.
     """
 
     train: Dataset
@@ -99,6 +83,7 @@ class UnlearnRequest:
     recipe: Any = None
     classes: tuple[int, ...] = ()
     task: Task = field(default_factory=Classification)
+    callbacks: tuple = ()
 
     def __post_init__(self) -> None:
         n = len(self.train)  # type: ignore[arg-type]
@@ -159,8 +144,7 @@ class UnlearnRequest:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
     def batch(self, idx: Tensor, augment: bool = False, gen: torch.Generator | None = None) -> Batch:
-        for hook in BATCH_HOOKS:
-            hook(len(idx))
+        notify(self.callbacks, "on_batch", len(idx))
         x, y = take(self.train, idx)
         if augment and self.augment is not None:
             x = self.augment(x, gen if gen is not None else self.generator(7))

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, atomic_write, digest
-from unlearnkit.data import labels_of, take
+from unlearnkit.data import fingerprint, take
+from unlearnkit.models import weights_fingerprint
 from unlearnkit.request import UnlearnRequest
 
 Stats = dict[str, Tensor]  # {weight name: (d, d) float64 covariance of that layer's inputs}
@@ -125,13 +126,10 @@ def retain_bases(stats: Stats, taus: dict[str, float], energy: Energy = "sigma",
 def statistics_key(model: nn.Module, dataset: Dataset, excluded: Tensor) -> str:
     """What statistics describe: these exact weights and buffers, this dataset, these ids left out.
 
-    The dataset is identified by its length, labels and a few inputs (cheap, and enough to tell
-    datasets of one run apart); `excluded` is order-free.
+    The dataset is identified by `data.fingerprint` (cheap, and enough to tell datasets of one run
+    apart); `excluded` is order-free.
     """
-    state = model.state_dict()
-    labels = labels_of(dataset)
-    probe = torch.linspace(0, len(labels) - 1, 8).long().unique()
-    return digest(list(state), *state.values(), labels, take(dataset, probe)[0], excluded.sort().values)
+    return digest(weights_fingerprint(model), fingerprint(dataset), excluded.sort().values)
 
 
 def save_statistics(stats: Stats, path: str | Path, key: str) -> None:

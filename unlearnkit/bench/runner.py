@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import platform
@@ -21,19 +20,11 @@ import unlearnkit
 from unlearnkit.bench.report import KEY_NEUTRAL
 from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
-from unlearnkit.eval.metrics import avg_gap
-from unlearnkit.registry import METHODS
-from unlearnkit.tasks import check_supported
-
-
-def method_from(name: str, hparams: dict[str, Any]) -> Any:
-    """The registered method `name` with `hparams` (unknown fields give a clear error)."""
-    cls = METHODS[name]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(hparams) - known
-    if unknown:
-        raise ValueError(f"{name} has no hyper-parameter {sorted(unknown)}; it has {sorted(known)}")
-    return cls(**hparams)
+from unlearnkit.evaluate import evaluate, loss_histograms
+from unlearnkit.method import build, check_supported
+from unlearnkit.methods.reference import Retrain
+from unlearnkit.metrics import avg_gap
+from unlearnkit.models import weights_fingerprint as fingerprint
 
 
 _REFERENCE_METRICS: dict[str, tuple[dict[str, float], dict | None]] = {}
@@ -47,12 +38,12 @@ def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tupl
     request = prepared.request
     key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
     model = prepared.new_model()
-    meta = cached_training(model, "retrain", key, cache, lambda m: METHODS["retrain"]()(m, request))
+    meta = cached_training(model, "retrain", key, cache, lambda m: Retrain()(m, request))
     metrics_key = digest(key, request.classes, extra_signals, dataclasses.asdict(request.task))
     if metrics_key not in _REFERENCE_METRICS:
-        task = request.task
-        histograms = task.loss_histograms(model, request, prepared.test) if hasattr(task, "loss_histograms") else None
-        _REFERENCE_METRICS[metrics_key] = (task.evaluate(model, request, prepared.test, extra_signals), histograms)
+        histograms = histograms_of(model, prepared)
+        _REFERENCE_METRICS[metrics_key] = (evaluate(model, request, prepared.test, extra_signals=extra_signals),
+                                           histograms)
     metrics, histograms = _REFERENCE_METRICS[metrics_key]
     return model, meta, dict(metrics), histograms
 
@@ -63,21 +54,20 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     Everything runs on `device` (default cpu); the record's `env` names the device it ran on, and
     `wall_seconds` is everything the call took (loading, any model it had to train, evaluation)."""
     began = time.perf_counter()
-    method = method_from(name, hparams)
+    method = build(name, hparams)
     prepared = prepare(scenario, seed, cache, device)
     task = prepared.request.task
-    check_supported(method, task, name)
+    check_supported(method, task.name)
     ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
-    if name == "retrain" and not hparams:
+    if method == Retrain():
         model, seconds, metrics, setup_seconds = ref_model, ref_meta["seconds"], dict(ref_metrics), 0.0
     else:
-        model = copy.deepcopy(prepared.original)
-        setup_seconds = one_off_setup(method, model, prepared)
+        setup_seconds = one_off_setup(method, prepared.original, prepared)
         torch.manual_seed(seed)
         start = time.perf_counter()
-        method(model, prepared.request)
+        model = method(prepared.original, prepared.request)
         seconds = time.perf_counter() - start
-        metrics = task.evaluate(model, prepared.request, prepared.test, extra_signals)
+        metrics = evaluate(model, prepared.request, prepared.test, extra_signals=extra_signals)
     seconds += setup_seconds
     metrics.update(gap=avg_gap(metrics, ref_metrics, task.gap_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
                    setup_seconds=setup_seconds)
@@ -92,12 +82,18 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "models": {"original": fingerprint(prepared.original), "retrain": fingerprint(ref_model)},
     }
     if ref_histograms is not None:  # per-sample forget / test losses, for the report's histograms
-        record["loss_histograms"] = {"method": task.loss_histograms(model, prepared.request, prepared.test),
-                                     "retrain": ref_histograms}
+        record["loss_histograms"] = {"method": histograms_of(model, prepared), "retrain": ref_histograms}
     record["wall_seconds"] = time.perf_counter() - began
     if keep_model:
         record["_model"] = model
     return record
+
+
+def histograms_of(model: torch.nn.Module, prepared: Prepared) -> dict | None:
+    """Per-sample loss histograms (forget and test sets) for classification; None for other tasks."""
+    if prepared.request.task.name != "classification":
+        return None
+    return loss_histograms(model, prepared.request, prepared.test)
 
 
 def clear_warm_caches(method: Any) -> None:
@@ -120,7 +116,7 @@ def one_off_setup(method: Any, model: torch.nn.Module, prepared: Prepared) -> fl
 
 
 def record_key(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(method_from(name, hparams)).items()
+    fields = {k: v for k, v in dataclasses.asdict(build(name, hparams)).items()
               if k not in KEY_NEUTRAL or KEY_NEUTRAL[k] != v}
     return digest(name, fields, scenario.as_dict(), seed)
 
@@ -215,11 +211,6 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
                       "the same command continues")
     bar.close()
     return read_records(out)
-
-
-def fingerprint(model: torch.nn.Module) -> str:
-    """A short digest of a model's weights and buffers: which trained original or Retrain a record sits on."""
-    return digest(*model.state_dict().values())
 
 
 def models_now(scenario: Scenario, seed: int, cache: Path | None = None, device: str | None = None) -> dict[str, str]:

@@ -5,7 +5,7 @@ fast its loop runs against plain training of the same model (the practical ceili
 - Train scaling: |forget| fixed (a count), |train| growing (one original model per size).
 - Exponent: the slope of log(seconds) against log(size), fitted over the sizes (numpy.polyfit).
   A method that touches only the forget set should show ~1 against |forget| and ~0 against |train|.
-- Throughput: samples handed out by the request (`request.BATCH_HOOKS`) per second of the method,
+- Throughput: samples handed out by the request (counted by a callback) per second of the method,
   set-up included, against samples per second of one plain training epoch on the retain set.
 No Retrain is needed: these are costs, not quality.
 """
@@ -22,24 +22,34 @@ import numpy as np
 import torch
 
 from unlearnkit.bench.report import save_figure
-from unlearnkit.bench.runner import method_from, one_off_setup
+from unlearnkit.bench.runner import one_off_setup
 from unlearnkit.bench.scenarios import Prepared, Scenario, prepare
 from unlearnkit.checkpoint import atomic_write
-from unlearnkit.request import counting_samples
+from unlearnkit.method import build
 from unlearnkit.train import Recipe, train_model
+
+
+class SampleCounter:
+    """A `loop.Callback` counting the samples a request hands out."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def on_batch(self, size: int) -> None:
+        self.samples += size
 
 
 def timed(name: str, hparams: dict[str, Any], prepared: Prepared) -> dict[str, float]:
     """Seconds (one-off set-up included) and samples drawn by one run of the method."""
-    method = method_from(name, hparams)
-    model = copy.deepcopy(prepared.original)
-    with counting_samples() as drawn:
-        setup = one_off_setup(method, model, prepared)
-        torch.manual_seed(prepared.request.seed)
-        start = time.perf_counter()
-        method(model, prepared.request)
-        seconds = time.perf_counter() - start + setup
-    return {"seconds": seconds, "samples": drawn[0], "throughput": drawn[0] / seconds}
+    method = build(name, hparams)
+    counter = SampleCounter()
+    request = replace(prepared.request, callbacks=(counter,))
+    setup = one_off_setup(method, prepared.original, replace(prepared, request=request))
+    torch.manual_seed(prepared.request.seed)
+    start = time.perf_counter()
+    method(prepared.original, request)
+    seconds = time.perf_counter() - start + setup
+    return {"seconds": seconds, "samples": counter.samples, "throughput": counter.samples / seconds}
 
 
 def training_throughput(prepared: Prepared, batch_size: int = 128) -> float:

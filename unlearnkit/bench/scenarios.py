@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from unlearnkit.checkpoint import cache_dir, digest, load_model, save_model
-from unlearnkit.data import ArrayDataset
-from unlearnkit.datasets import Data, holdout, load_data
+from unlearnkit.data import ArrayDataset, Data, holdout, load_data
 from unlearnkit.models import build_model
 from unlearnkit.registry import TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
@@ -103,8 +102,9 @@ class Scenario:
 def recipe_spec(recipe: Recipe) -> dict:
     """The recipe as a dict, without fields at defaults added later (so earlier keys stay valid)."""
     spec = asdict(recipe)
-    if spec["optimizer"] == "sgd":
-        del spec["optimizer"]
+    for name, default in (("optimizer", "sgd"), ("augment", "default")):
+        if spec[name] == default:
+            del spec[name]
     return spec
 
 
@@ -161,7 +161,8 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None, device: st
                              scenario.train_size)
     ids, classes = parse_forget(scenario.forget, train.y, seed, train.groups)
     task = TASKS[scenario.task](**(scenario.task_options or {}))
-    request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=data.augment, seed=seed,
+    augment = scenario.train_recipe.augmentation(data.augment)
+    request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=augment, seed=seed,
                              recipe=scenario.train_recipe, classes=classes, task=task)
     prepared = Prepared(scenario, data, request, data.test, nn.Identity(), device=device)
     torch.manual_seed(0)  # the original's initialisation must not depend on what ran before
@@ -171,7 +172,7 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None, device: st
     else:
         prepared.original_meta = cached_training(model, "original", original_key(scenario), cache,
                                                  lambda m: train_model(m, train, torch.arange(len(train)),
-                                                                       scenario.train_recipe, 0, data.augment, task))
+                                                                       scenario.train_recipe, 0, augment, task))
     task.check_model(model, train.x[:1], data.num_classes)
     prepared.original = model
     return prepared

@@ -1,4 +1,4 @@
-"""The judge: a classifier trained on the real training data, used to score generated images.
+"""Evaluation of generation: a judge (a classifier trained on the real training data) scores generated images.
 
 It stands in for the papers' external classifier (a ResNet-34 on CIFAR-10 in SalUn / SFR-on) and,
 through its penultimate features, for Inception in FID. **This FID is NOT comparable to
@@ -16,8 +16,10 @@ from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, cache_dir, digest, load_model, save_model
 from unlearnkit.data import labels_of, take
-from unlearnkit.loop import outputs
+from unlearnkit.metrics import outputs
 from unlearnkit.models import build_model
+from unlearnkit.registry import EVALUATIONS
+from unlearnkit.request import UnlearnRequest
 from unlearnkit.train import Recipe, train_model
 
 JUDGE_MODEL = "cnn"  # a Sequential whose last layer maps the 128-d penultimate features to logits
@@ -75,3 +77,32 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+@EVALUATIONS.register("generation")
+def evaluate_generation(model: nn.Module, request: UnlearnRequest, test: Dataset,
+                        extra_signals: tuple[str, ...] = ()) -> dict[str, float]:
+    """UA, Acc_retain, FID, P_forget (see `Generation`'s docstring), plus the sampling settings
+    as numbers (`steps`, `guidance`, `samples_per_class`, `T`). `extra_signals` (MIA signals of
+    classification) does not apply and is ignored."""
+    task = request.task
+    if not request.classes:
+        raise ValueError("the generation task needs a class-wise request (forget spec class:C): "
+                         "its metrics sample images per forgotten class")
+    forgotten = torch.tensor(sorted(request.classes))
+    kept = torch.tensor([c for c in range(request.num_classes) if c not in request.classes])
+    judge = load_or_train_judge(request.train, request.num_classes, device=next(model.parameters()).device)
+    labels = torch.arange(request.num_classes).repeat_interleave(task.samples_per_class)
+    probs, feats = judge_outputs(judge, task.generate(model, labels, request.train))
+    is_f, is_k = torch.isin(labels, forgotten), torch.isin(labels, kept)
+    pred = probs.argmax(-1)
+    test_labels = labels_of(test)
+    real_idx = torch.isin(test_labels, kept).nonzero().flatten()
+    _, real_feats = judge_outputs(judge, take(test, real_idx)[0])
+    nan = float("nan")
+    return {"UA": 100.0 * (pred[is_f] != labels[is_f]).double().mean().item(),
+            "Acc_retain": 100.0 * (pred[is_k] == labels[is_k]).double().mean().item() if is_k.any() else nan,
+            "FID": frechet_distance(feats[is_k], real_feats) if is_k.any() else nan,
+            "P_forget": probs[is_f].gather(1, labels[is_f, None]).mean().item(),
+            "steps": float(task.steps), "guidance": float(task.guidance),
+            "samples_per_class": float(task.samples_per_class), "T": float(task.T)}

@@ -3,14 +3,14 @@
 The model is a noise predictor `model(x_t, t, y)` (e.g. `MODELS["unet"]`). Every method's
 `request.loss(forward, batch)` becomes the denoising loss conditioned on the batch's labels, so
 "descend on retain", "ascend on forget", "random labels" etc. mean what they do in the SalUn and
-SFR-on DDPM code. Evaluation samples images per class and scores them with the judge
-(`unlearnkit.generation.judge`), following SalUn's DDPM protocol at a small scale.
+SFR-on DDPM code. Evaluation (`unlearnkit.generation.judge.evaluate_generation`) samples images
+per class and scores them with the judge, following SalUn's DDPM protocol at a small scale.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,12 +18,8 @@ from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of, take
 from unlearnkit.generation.diffusion import Schedule, denoising_loss, remap_loss, sample
-from unlearnkit.generation.judge import frechet_distance, judge_outputs, load_or_train_judge
 from unlearnkit.registry import TASKS
 from unlearnkit.tasks import Forward
-
-if TYPE_CHECKING:
-    from unlearnkit.request import UnlearnRequest
 
 
 @TASKS.register("generation")
@@ -102,29 +98,3 @@ class Generation:
         gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
         return sample(model, labels, tuple(x.shape[1:]), self.noise, self.steps, self.guidance,
                       self.sampler, gen, clip)
-
-    def evaluate(self, model: nn.Module, request: "UnlearnRequest", test: Dataset,
-                 extra_signals: tuple[str, ...] = ()) -> dict[str, float]:
-        """UA, Acc_retain, FID, P_forget (see the class docstring), plus the sampling settings
-        as numbers (`steps`, `guidance`, `samples_per_class`, `T`). `extra_signals` (MIA signals of
-        classification) does not apply and is ignored."""
-        if not request.classes:
-            raise ValueError("the generation task needs a class-wise request (forget spec class:C): "
-                             "its metrics sample images per forgotten class")
-        forgotten = torch.tensor(sorted(request.classes))
-        kept = torch.tensor([c for c in range(request.num_classes) if c not in request.classes])
-        judge = load_or_train_judge(request.train, request.num_classes, device=next(model.parameters()).device)
-        labels = torch.arange(request.num_classes).repeat_interleave(self.samples_per_class)
-        probs, feats = judge_outputs(judge, self.generate(model, labels, request.train))
-        is_f, is_k = torch.isin(labels, forgotten), torch.isin(labels, kept)
-        pred = probs.argmax(-1)
-        test_labels = labels_of(test)
-        real_idx = torch.isin(test_labels, kept).nonzero().flatten()
-        _, real_feats = judge_outputs(judge, take(test, real_idx)[0])
-        nan = float("nan")
-        return {"UA": 100.0 * (pred[is_f] != labels[is_f]).double().mean().item(),
-                "Acc_retain": 100.0 * (pred[is_k] == labels[is_k]).double().mean().item() if is_k.any() else nan,
-                "FID": frechet_distance(feats[is_k], real_feats) if is_k.any() else nan,
-                "P_forget": probs[is_f].gather(1, labels[is_f, None]).mean().item(),
-                "steps": float(self.steps), "guidance": float(self.guidance),
-                "samples_per_class": float(self.samples_per_class), "T": float(self.T)}

@@ -22,6 +22,7 @@ returned model has the original output size and state-dict keys.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -30,13 +31,14 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
+from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.methods.scrub import frozen_copy
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 
+BOUNDARY = "Chen et al., CVPR 2023 (Boundary Unlearning)"
 
-@METHODS.register("bs")
+
+@METHODS.register("bs", family="baseline", paper=BOUNDARY)
 @dataclass(frozen=True)
 class BoundaryShrink:
     """Fine-tune each forget sample towards the class a frozen copy predicts on its FGSM neighbour.
@@ -50,29 +52,25 @@ class BoundaryShrink:
         batch_size: batch size.
     """
 
-    eps: float = 0.1
-    epochs: int = 10
-    lr: float = 1e-6
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if self.eps <= 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
-        require_training_fields(self)
+    eps: float = hp(0.1, gt=0, search=Range(0.01, 1.0, log=True))
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(1e-6, gt=0, search=Range(1e-7, 1e-3, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         reference = frozen_copy(model)
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
 
         def loss(b):
             return F.cross_entropy(model(b.x), nearest_other_class(reference, b.x, b.y, self.eps))
 
-        return fit(model, request.batches("forget", self.batch_size, self.epochs), loss, tx)
+        return fit(model, request.batches("forget", self.batch_size, self.epochs), loss, tx, callbacks=request.callbacks)
 
 
-@METHODS.register("be")
+@METHODS.register("be", family="baseline", paper=BOUNDARY)
 @dataclass(frozen=True)
 class BoundaryExpand:
     """Fine-tune the forget set into an extra shadow class of the last linear layer, then prune that class.
@@ -85,16 +83,14 @@ class BoundaryExpand:
         batch_size: batch size.
     """
 
-    epochs: int = 10
-    lr: float = 1e-6
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        require_training_fields(self)
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(1e-6, gt=0, search=Range(1e-7, 1e-3, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         parent, name, head = last_linear(model)
         if head.out_features != request.num_classes:
             raise ValueError(f"the last nn.Linear ({name!r}) has {head.out_features} outputs, "
@@ -104,7 +100,8 @@ class BoundaryExpand:
         tx = T.sgd(self.lr, self.momentum, self.weight_decay)
         shadow = request.num_classes
         batches = request.batches("forget", self.batch_size, self.epochs)
-        fit(model, batches, lambda b: F.cross_entropy(model(b.x), torch.full_like(b.y, shadow)), tx)
+        fit(model, batches, lambda b: F.cross_entropy(model(b.x), torch.full_like(b.y, shadow)), tx,
+            callbacks=request.callbacks)
         with torch.no_grad():
             head.weight.copy_(wide.weight[:shadow])
             if head.bias is not None:

@@ -5,42 +5,41 @@ Warnock et al.; defaults as in OPTML-Group/Unlearn-Sparse (10 epochs, lr 0.01, S
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
 from unlearnkit import transforms as T
-from unlearnkit.fields import require_training_fields
 from unlearnkit.loop import fit
-from unlearnkit.registry import METHODS
+from unlearnkit.method import METHODS, Optimizer, Range, hp
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("ft")
+@METHODS.register("ft", family="baseline", paper="Warnock et al., 2022 (fine-tuning)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class FineTune:
     """Descend on the retain set's cross-entropy.
 
     Args:
         epochs: passes over the retain set.
-        lr: SGD learning rate (constant, as in the SalUn-line code for ≤10 epochs).
+        lr: learning rate (constant, as in the SalUn-line code for ≤10 epochs).
         momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        weight_decay: weight decay.
         batch_size: batch size.
-        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
+        optimizer: "sgd", "adam" (torch.optim.Adam) or "adamw" (torch.optim.AdamW).
     """
 
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    tasks: ClassVar = LOSS_BASED
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(0.01, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
+    optimizer: Optimizer = "sgd"
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         batches = request.batches("retain", self.batch_size, self.epochs)
-        return fit(model, batches, lambda b: request.loss(model, b), tx)
+        return fit(model, batches, lambda b: request.loss(model, b), tx, callbacks=request.callbacks)

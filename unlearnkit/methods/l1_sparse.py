@@ -14,21 +14,20 @@ so the default here is 1e-4, the value of the SalUn-protocol scripts in JingWu32
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit, trainable
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
+from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("l1-sparse")
+@METHODS.register("l1-sparse", family="baseline", paper="Jia et al., NeurIPS 2023 (model sparsity)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class L1Sparse:
     """Descend on the retain set's cross-entropy plus a linearly decaying γ·‖θ‖₁.
@@ -43,23 +42,20 @@ class L1Sparse:
         batch_size: batch size.
     """
 
-    gamma: float = 1e-4
-    no_l1_epochs: int = 0
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    tasks: ClassVar = LOSS_BASED
+    gamma: float = hp(1e-4, ge=0, search=Range(1e-6, 1e-3, log=True))
+    no_l1_epochs: int = hp(0, ge=0)
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(0.01, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
 
     def __post_init__(self) -> None:
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
-        if not 0 <= self.no_l1_epochs <= self.epochs:
+        if not self.no_l1_epochs <= self.epochs:
             raise ValueError(f"no_l1_epochs must be in [0, epochs={self.epochs}], got {self.no_l1_epochs}")
-        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         steps_per_epoch = math.ceil(len(request.retain) / self.batch_size)
         l1 = EpochDecay(self.gamma, self.epochs - self.no_l1_epochs, steps_per_epoch)
         tx = T.chain(T.weighted(ce=1.0, l1=l1), T.sgd(self.lr, self.momentum, self.weight_decay))
@@ -68,7 +64,7 @@ class L1Sparse:
         def loss(b):
             return {"ce": request.loss(model, b), "l1": sum(p.abs().sum() for p in params.values())}
 
-        return fit(model, request.batches("retain", self.batch_size, self.epochs), loss, tx)
+        return fit(model, request.batches("retain", self.batch_size, self.epochs), loss, tx, callbacks=request.callbacks)
 
 
 @dataclass(frozen=True)

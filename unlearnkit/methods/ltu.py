@@ -29,6 +29,7 @@ updates running statistics; every other forward goes through `loop.call` (copied
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
@@ -39,8 +40,10 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.data import take
-from unlearnkit.loop import call, device_of, fit, outputs, trainable, virtual_step
-from unlearnkit.registry import METHODS
+from unlearnkit.loop import call, fit, trainable, virtual_step
+from unlearnkit.method import METHODS, Range, hp
+from unlearnkit.metrics import outputs
+from unlearnkit.models import device_of
 from unlearnkit.request import Batch, Pair, UnlearnRequest
 
 SIGNALS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {  # (log-softmax, labels) -> (n, d)
@@ -51,7 +54,7 @@ SIGNALS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {  # (log-softmax, labe
 }
 
 
-@METHODS.register("ltu")
+@METHODS.register("ltu", family="reproduced", paper="Huang, Foo, Liu, ECCV 2024 (LTU)")
 @dataclass(frozen=True)
 class LTU:
     """Meta-learn to forget (MI feedback on D_f) and remember (small retain subset), harmonising the two gradients.
@@ -80,42 +83,38 @@ class LTU:
         weight_decay: outer SGD weight decay.
     """
 
-    retain_fraction: float = 0.2
-    retain_count: int | None = None
+    retain_fraction: float = hp(0.2, gt=0, le=1, search=Range(0.05, 0.5, log=True))
+    retain_count: int | None = hp(None, ge=2)
     query_split: Literal["random", "class"] = "random"
     audit_augment: bool = True
-    mi_heads: int = 3
+    mi_heads: int = hp(3, ge=0)
     mi_features: tuple[str, ...] = ("top_logprobs", "loss")
-    mi_hidden: int = 64
-    mi_steps: int = 100
-    mi_refit_every: int = 0
+    mi_hidden: int = hp(64, ge=1)
+    mi_steps: int = hp(100, ge=1)
+    mi_refit_every: int = hp(0, ge=0)
     extra_forget: Literal["none", "ascent", "random_label"] = "none"
-    inner_lr: float = 0.01
-    meta_weight: float = 1.0
-    forget_weight: float = 1.0
+    inner_lr: float = hp(0.01, ge=0, search=Range(1e-3, 0.1, log=True))
+    meta_weight: float = hp(1.0, ge=0)
+    forget_weight: float = hp(1.0, ge=0, search=Range(0.1, 10, log=True))
     first_order: bool = False
     symmetric: bool = False
     per_layer: bool = False
-    steps: int = 100
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    steps: int = hp(100, ge=1, search=Range(20, 300, log=True))
+    batch_size: int = hp(64, ge=1)
+    lr: float = hp(0.01, gt=0, search=Range(1e-3, 0.1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
 
     def __post_init__(self) -> None:
-        if not 0 < self.retain_fraction <= 1 or (self.retain_count is not None and self.retain_count < 2):
-            raise ValueError("need 0 < retain_fraction <= 1 and retain_count >= 2 (or None)")
-        if self.query_split not in ("random", "class") or self.extra_forget not in ("none", "ascent", "random_label"):
-            raise ValueError(f"bad query_split {self.query_split!r} or extra_forget {self.extra_forget!r}")
         unknown = set(self.mi_features) - set(SIGNALS)
         if unknown or not self.mi_features:
             raise ValueError(f"mi_features must be a non-empty subset of {sorted(SIGNALS)}, got {self.mi_features}")
-        if min(self.mi_heads, self.mi_refit_every) < 0 or min(self.steps, self.batch_size, self.mi_hidden) < 1:
-            raise ValueError("need mi_heads, mi_refit_every >= 0 and steps, batch_size, mi_hidden >= 1")
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         subset = retain_subset(request, self.retain_fraction, self.retain_count)
-        return fit(model, self.episodes(request, subset), self.meta_losses(model, request, subset), self.transform())
+        return fit(model, self.episodes(request, subset), self.meta_losses(model, request, subset), self.transform(),
+                   callbacks=request.callbacks)
 
     def transform(self) -> T.Transform:
         """Harmonise, combine g_rem + λ g_fgt, then the outer SGD step."""

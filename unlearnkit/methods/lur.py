@@ -25,22 +25,24 @@ No code was released and only the abstract was available, so every choice below 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import at, device_of, fit, grads_of, trainable, virtual_step
-from unlearnkit.registry import METHODS
+from unlearnkit.loop import at, fit, grads_of, trainable, virtual_step
+from unlearnkit.method import METHODS, Optimizer, Range, hp
+from unlearnkit.models import device_of
 from unlearnkit.request import Batch, Pair, UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Params
 
 
-@METHODS.register("lur")
+@METHODS.register("lur", family="reproduced", paper="Patel & Qiu, ICCV 2025 (LUR)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class LUR:
     """Minimise a forget/retain lookahead objective whose gradient carries an implicit anti-conflict term.
@@ -57,7 +59,7 @@ class LUR:
         momentum: outer SGD momentum.
         weight_decay: outer SGD weight decay.
         batch_size: batch size of both the forget and the retain batches.
-        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
+        optimizer: "sgd", "adam" (torch.optim.Adam) or "adamw" (torch.optim.AdamW).
         trim_sparsity: if set, SNIP-trim before training: re-initialise the (1 − trim_sparsity)
             most forget-salient entries of the eligible parameters. None (default) skips trimming.
         trim_layers: name prefixes of the modules eligible for trimming (e.g. ("layer3", "layer4",
@@ -66,31 +68,21 @@ class LUR:
 
     inner: Literal["retain", "forget"] = "retain"
     forget_loss: Literal["random_label", "ascent"] = "random_label"
-    inner_lr: float = 5e-3
-    w_retain: float = 1.0
-    w_forget: float = 1.0
+    inner_lr: float = hp(5e-3, ge=0, search=Range(1e-4, 5e-2, log=True))
+    w_retain: float = hp(1.0, ge=0)
+    w_forget: float = hp(1.0, ge=0, search=Range(0.1, 10, log=True))
     first_order: bool = False
-    epochs: int = 10
-    lr: float = 5e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    trim_sparsity: float | None = None
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(5e-3, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
+    optimizer: Optimizer = "sgd"
+    trim_sparsity: float | None = hp(None, gt=0, lt=1)
     trim_layers: tuple[str, ...] = ()
-    tasks: ClassVar = LOSS_BASED
-
-    def __post_init__(self) -> None:
-        if self.inner not in ("retain", "forget"):
-            raise ValueError(f"inner must be 'retain' or 'forget', got {self.inner!r}")
-        if self.forget_loss not in ("random_label", "ascent"):
-            raise ValueError(f"forget_loss must be 'random_label' or 'ascent', got {self.forget_loss!r}")
-        if self.inner_lr < 0 or self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("need inner_lr >= 0, lr > 0, epochs >= 1 and batch_size >= 1")
-        if self.trim_sparsity is not None and not 0 < self.trim_sparsity < 1:
-            raise ValueError(f"trim_sparsity must be in (0, 1) or None, got {self.trim_sparsity}")
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         if self.trim_sparsity is not None:
             first = next(request.batches("forget", self.batch_size, augment=False, salt=11))
             snip_trim(model, request, first, self.trim_sparsity, self.trim_layers, request.generator(11))
@@ -104,7 +96,7 @@ class LUR:
             return self.objective(model, request, pair, targets)
 
         tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
-        return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx)
+        return fit(model, request.pairs(self.batch_size, self.epochs), loss, tx, callbacks=request.callbacks)
 
     def objective(self, model: nn.Module, request: UnlearnRequest, pair: Pair,
                   forget_targets: Tensor | None) -> Tensor:

@@ -46,6 +46,7 @@ forward pass over `request.val` every `tau_every` forget epochs. No Fisher, no m
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -55,13 +56,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.eval.metrics import per_sample_loss, predict
-from unlearnkit.loop import apply_updates, device_of, grads_of, stopping_check, trainable
-from unlearnkit.registry import METHODS
+from unlearnkit.loop import checking, fit
+from unlearnkit.method import METHODS, hp
+from unlearnkit.metrics import per_sample_loss, predict
 from unlearnkit.request import UnlearnRequest
 
 
-@METHODS.register("nabla-tau")
+@METHODS.register("nabla-tau", family="reproduced", paper="Trippa et al., arXiv 2403.14339 (∇τ)")
 @dataclass(frozen=True)
 class NablaTau:
     """Ascend on the forget set until its loss reaches the held-out loss τ, while fine-tuning on retain.
@@ -81,58 +82,48 @@ class NablaTau:
             requests) or "off_class" (mean −log p_c on held-out samples of the other classes).
     """
 
-    alpha_per_fraction: float = 5 / 3
-    max_alpha: float = 0.5
-    lr: float = 1e-3
-    final_lr_factor: float = 0.1
-    weight_decay: float = 0.01
-    batch_size: int = 256
-    tau_every: int = 5
+    alpha_per_fraction: float = hp(5 / 3, gt=0)
+    max_alpha: float = hp(0.5, gt=0, lt=1)
+    lr: float = hp(1e-3, gt=0)
+    final_lr_factor: float = hp(0.1, gt=0, le=1)
+    weight_decay: float = hp(0.01, ge=0)
+    batch_size: int = hp(256, ge=1)
+    tau_every: int = hp(5, ge=1)
     bn_mode: Literal["eval", "train"] = "eval"
     two_sided: bool = False
-    max_forget_epochs: int | None = None
+    max_forget_epochs: int | None = hp(None, ge=1)
     class_tau: Literal["chance", "val_mean", "off_class"] = "chance"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.max_alpha < 1:
-            raise ValueError(f"max_alpha must be in (0, 1) so the retain weight 1 − α stays > 0, got {self.max_alpha}")
-        if self.alpha_per_fraction <= 0 or self.lr <= 0 or self.batch_size < 1 or self.tau_every < 1:
-            raise ValueError("alpha_per_fraction and lr must be > 0; batch_size and tau_every >= 1")
-        if self.max_forget_epochs is not None and self.max_forget_epochs < 1:
-            raise ValueError(f"max_forget_epochs must be >= 1 or None, got {self.max_forget_epochs}")
-        if self.bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {self.bn_mode!r}")
-        if self.class_tau not in ("val_mean", "off_class", "chance"):
-            raise ValueError(f"class_tau must be 'val_mean', 'off_class' or 'chance', got {self.class_tau!r}")
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
         if request.val is None:
             raise ValueError("∇τ needs held-out data for τ (the loss level of unseen samples): "
                              "build the request with val=... (a split disjoint from the test set)")
+        model = copy.deepcopy(model)
         n_f, n_r = len(request.forget), len(request.retain)
         alpha0 = initial_alpha(n_f, n_r, self.alpha_per_fraction, self.max_alpha)
         f_batches, r_batches = -(-n_f // self.batch_size), -(-n_r // self.batch_size)
         epochs = forget_epochs(f_batches, r_batches, self.max_forget_epochs)
-        lr = T.Linear(self.lr, epochs, self.lr * self.final_lr_factor)
-        params, device = trainable(model), device_of(model)
-        state = T.adamw(self.lr, weight_decay=self.weight_decay).init(params)
-        for epoch in range(epochs):
-            if epoch % self.tau_every == 0:
-                with stopping_check():
-                    tau = held_out_loss(model, request, self.class_tau)
-            if epoch % max(1, r_batches // f_batches) == 0:
-                retain = request.stream("retain", self.batch_size, augment=False, salt=epoch)
-            alpha = alpha0 * (1 - epoch / epochs)
-            opt = T.adamw(lr(epoch), weight_decay=self.weight_decay)  # one AdamW state, lr per epoch
-            model.train(self.bn_mode == "train")
-            for fb in request.batches("forget", self.batch_size, augment=False, salt=epoch):
-                fb, rb = fb.to(device), next(retain).to(device)
-                loss = nabla_tau_loss(F.cross_entropy(model(fb.x), fb.y), F.cross_entropy(model(rb.x), rb.y),
-                                      tau, alpha, self.two_sided)
-                updates, state = opt.update(grads_of(loss, params), state, params)
-                apply_updates(params, updates)
-        model.eval()
-        return model
+        lr = T.PerEpoch(T.Linear(self.lr, epochs, self.lr * self.final_lr_factor), (f_batches,) * epochs)
+
+        def steps():
+            for epoch in range(epochs):
+                if epoch % self.tau_every == 0:
+                    with checking(request.callbacks):
+                        tau = held_out_loss(model, request, self.class_tau)
+                if epoch % max(1, r_batches // f_batches) == 0:
+                    retain = request.stream("retain", self.batch_size, augment=False, salt=epoch)
+                alpha = alpha0 * (1 - epoch / epochs)
+                for fb in request.batches("forget", self.batch_size, augment=False, salt=epoch):
+                    yield tau, alpha, fb, next(retain)
+
+        def loss(step: tuple) -> Tensor:
+            tau, alpha, fb, rb = step
+            return nabla_tau_loss(F.cross_entropy(model(fb.x), fb.y), F.cross_entropy(model(rb.x), rb.y),
+                                  tau, alpha, self.two_sided)
+
+        fit(model, steps(), loss, T.adamw(lr, weight_decay=self.weight_decay), train_mode=self.bn_mode == "train",
+            callbacks=request.callbacks)
+        return model.eval()
 
 
 def nabla_tau_loss(forget_loss: Tensor, retain_loss: Tensor, tau: float, alpha: float,

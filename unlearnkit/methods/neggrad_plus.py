@@ -14,20 +14,19 @@ SalUn-protocol 5e-4 shared by every baseline here (the port uses none).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
+from unlearnkit.method import METHODS, Optimizer, Range, hp
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("neggrad+")
+@METHODS.register("neggrad+", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (NegGrad+)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class NegGradPlus:
     """Minimise β·CE on retain batches minus (1 − β)·CE on paired forget batches.
@@ -35,28 +34,23 @@ class NegGradPlus:
     Args:
         beta: weight of the retain loss; the forget loss is ascended with weight 1 − beta.
         epochs: passes over the retain set (the forget batches cycle alongside).
-        lr: SGD learning rate (constant).
+        lr: learning rate (constant).
         momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        weight_decay: weight decay.
         batch_size: size of each retain batch and each forget batch.
-        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
+        optimizer: "sgd", "adam" (torch.optim.Adam) or "adamw" (torch.optim.AdamW).
     """
 
-    beta: float = 0.95
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    tasks: ClassVar = LOSS_BASED
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        require_training_fields(self)
+    beta: float = hp(0.95, ge=0, le=1, search=Range(0.5, 0.999))
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(0.01, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
+    optimizer: Optimizer = "sgd"
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
 
         def loss(pair):
@@ -64,4 +58,4 @@ class NegGradPlus:
             forget = request.loss(model, pair.forget)
             return self.beta * retain - (1 - self.beta) * forget
 
-        return fit(model, request.pairs(self.batch_size, self.epochs, anchor="retain"), loss, tx)
+        return fit(model, request.pairs(self.batch_size, self.epochs, anchor="retain"), loss, tx, callbacks=request.callbacks)

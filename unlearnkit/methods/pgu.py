@@ -45,26 +45,28 @@ computed once per trained model. (Only the class-removal stopping rule, as in th
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.eval.metrics import accuracy, predict
-from unlearnkit.loop import apply_updates, device_of, grads_of, stopping_check, trainable
-from unlearnkit.registry import METHODS
+from unlearnkit.loop import checking, fit, frozen_batchnorm, trainable
+from unlearnkit.method import METHODS, Range, hp
+from unlearnkit.metrics import accuracy, predict
+from unlearnkit.models import device_of
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.subspace import (STATISTICS_CACHE, cached_statistics, covariance, projected_layers, remember, retain_bases,
                                  statistics_key, weight_name)
 
-STOPS = ("auto", "val_gap", "retain_drop", "none")
 PER_REQUEST_CACHES = (STATISTICS_CACHE,)  # the benchmark runner clears it, so every timed run pays its set-up
 MIN_RETAIN_EVAL = 1000  # floor of the retain subsample that "retain_drop" evaluates
 
 
-@METHODS.register("pgu")
+@METHODS.register("pgu", family="reproduced", paper="Hoang et al., WACV 2024 (PGU)")
 @dataclass(frozen=True)
 class PGU:
     """Forget-set-only descent on PGU's loss, each weight update projected out of its retain input subspace.
@@ -97,40 +99,32 @@ class PGU:
             for this model, dataset and excluded set, else computed and written there.
     """
 
-    tau: float = 0.95
+    tau: float = hp(0.95, ge=0, le=1, search=Range(0.8, 0.999))
     layer_tau: tuple[tuple[str, float], ...] = ()
-    energy: str = "sigma"
+    energy: Literal["sigma", "sigma2"] = "sigma"
     k_plus_one: bool = False
-    lr_start: float = 0.05
-    lr_end: float = 0.01
-    epochs: int = 100
-    loss1_w: float = 1.0
-    loss2_w: float = 0.2
-    offset: float = 0.05
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 128
+    lr_start: float = hp(0.05, gt=0, search=Range(1e-3, 0.2, log=True))
+    lr_end: float = hp(0.01, gt=0)
+    epochs: int = hp(100, ge=1)
+    loss1_w: float = hp(1.0, ge=0)
+    loss2_w: float = hp(0.2, ge=0, search=Range(0.0, 1.0))
+    offset: float = hp(0.05, ge=0)
+    momentum: float = hp(0.0, ge=0, lt=1)
+    weight_decay: float = hp(0.0, ge=0)
+    batch_size: int = hp(128, ge=1)
     shuffle: bool = False
-    stop: str = "auto"
-    early_stop_thres: float = 5.0
+    stop: Literal["auto", "val_gap", "retain_drop", "none"] = "auto"
+    early_stop_thres: float = hp(5.0, ge=0)
     val_guard: bool = True
-    retain_eval: float = 1.0
-    check_every: int = 1
+    retain_eval: float = hp(1.0, gt=0)
+    check_every: int = hp(1, ge=1)
     stats_path: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_tau", tuple(sorted(dict(self.layer_tau).items())))  # a dict works too
-        taus = [self.tau, *(t for _, t in self.layer_tau)]
-        if not all(0.0 <= t <= 1.0 for t in taus):
-            raise ValueError(f"every τ must be in [0, 1], got {taus}")
-        if self.energy not in ("sigma", "sigma2"):
-            raise ValueError(f"energy must be 'sigma' or 'sigma2', got {self.energy!r}")
-        if self.stop not in STOPS:
-            raise ValueError(f"stop must be one of {STOPS}, got {self.stop!r}")
-        if min(self.lr_start, self.lr_end) <= 0 or min(self.epochs, self.batch_size, self.check_every) < 1:
-            raise ValueError("lr_start, lr_end, epochs, batch_size and check_every must be positive")
-        if self.offset < 0 or self.retain_eval <= 0 or not 0 <= self.momentum < 1:
-            raise ValueError("need offset >= 0, retain_eval > 0 and 0 <= momentum < 1")
+        taus = [t for _, t in self.layer_tau]
+        if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in taus):
+            raise ValueError(f"every layer_tau τ must be in [0, 1], got {taus}")
 
     def prepare(self, model: nn.Module, request: UnlearnRequest) -> None:
         """One-off work that belongs to the trained model, not to a request: the full-data
@@ -139,6 +133,7 @@ class PGU:
         cached_statistics(model, request, self.batch_size, self.stats_path)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         monitor, taus, device = self._monitor(request), self._taus(model), device_of(model)
         c_full = cached_statistics(model, request, self.batch_size, self.stats_path)
         c_forget = covariance(model, (b.x for b in request.batches("forget", self.batch_size, shuffle=False,
@@ -152,22 +147,23 @@ class PGU:
         gamma = (self.lr_end / self.lr_start) ** (1 / self.epochs)
         tx = T.chain(T.sgd(lambda step: self.lr_start * gamma ** (1 + step // per_epoch), self.momentum,
                            self.weight_decay), T.project_out(bases), T.mask(frozen))
-        state, epoch = tx.init(params), 0
-        with stopping_check():
+
+        def epochs():
+            for epoch in range(1, self.epochs + 1):
+                yield from request.batches("forget", self.batch_size, 1, self.shuffle, augment=False, salt=epoch)
+
+        def check(step: int, _: object) -> bool:
+            epoch, end = divmod(step + 1, per_epoch)
+            if end or not (epoch % self.check_every == 0 or epoch == self.epochs):
+                return False
+            with checking(request.callbacks):
+                return monitor(model, bases)
+
+        with checking(request.callbacks):
             stopped = monitor(model, bases)
-        while not stopped and epoch < self.epochs:
-            epoch += 1
-            model.train()
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()  # running statistics stay frozen; Dropout stays active
-            for b in request.batches("forget", self.batch_size, 1, self.shuffle, augment=False, salt=epoch):
-                b = b.to(device)
-                updates, state = tx.update(grads_of(self.loss(model(b.x), b.y), params), state, params)
-                apply_updates(params, updates)
-            if epoch % self.check_every == 0 or epoch == self.epochs:
-                with stopping_check():
-                    stopped = monitor(model, bases)
+        if not stopped:
+            fit(model, epochs(), lambda b: self.loss(model(b.x), b.y), tx, train_mode=frozen_batchnorm, on_step=check,
+                callbacks=request.callbacks)
         remember(statistics_key(model, request.train, torch.cat([request.excluded, request.forget])), c_retain)
         return model
 

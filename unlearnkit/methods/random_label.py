@@ -16,51 +16,49 @@ Ambiguities and choices:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
+from unlearnkit.method import METHODS, Optimizer, Range, hp
 from unlearnkit.request import Batch, UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("rl")
+@METHODS.register("rl", family="baseline", paper="Golatkar et al., 2020; Hayase et al., 2020 (random labels)",
+                  tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class RandomLabel:
     """Each epoch: descend on the forget set with random labels, then on the retain set with true labels.
 
     Args:
         epochs: rounds of (one forget pass, one retain pass).
-        lr: SGD learning rate (constant).
+        lr: learning rate (constant).
         momentum: SGD momentum, shared by the forget and retain passes.
-        weight_decay: SGD weight decay.
+        weight_decay: weight decay.
         batch_size: batch size of both passes.
-        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
+        optimizer: "sgd", "adam" (torch.optim.Adam) or "adamw" (torch.optim.AdamW).
         exclude_true_label: draw random labels among the K−1 wrong classes only (default: all K).
     """
 
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    tasks: ClassVar = LOSS_BASED
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(0.01, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
+    optimizer: Optimizer = "sgd"
     exclude_true_label: bool = False
 
-    def __post_init__(self) -> None:
-        require_training_fields(self)
-
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         tx = T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
-        return fit(model, batches, lambda b: request.loss(model, b), tx)
+        return fit(model, batches, lambda b: request.loss(model, b), tx, callbacks=request.callbacks)
 
 
 def relabelled_passes(request: UnlearnRequest, batch_size: int, epochs: int,

@@ -12,31 +12,31 @@ on CIFAR-10 (10 epochs, lr 0.013, mask `with_0.5.pt`, i.e. half of the weights t
    one SGD optimiser.
 
 The mask multiplies the FINAL update, after weight decay and momentum (`chain(sgd, mask)`), so
-frozen weights stay bit-identical: the behaviour of the code after its PR #33. Before that fix
-weight decay and momentum still moved masked weights (Unlearn-Saliency #32); not offered here.
+frozen weights stay bit-identical, as the authors' code ensures by restoring frozen weights and
+their momentum after each step. Masking the gradient alone would let weight decay and momentum
+move frozen weights (Unlearn-Saliency issue #32).
 Ties in |g| (e.g. exact zeros from dead units) are broken by `topk`, so exactly
 int(keep · #weights) elements are trainable.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit, grad_sum
+from unlearnkit.method import METHODS, Optimizer, Range, hp
 from unlearnkit.methods.random_label import relabelled_passes
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Grads
 
 
-@METHODS.register("salun")
+@METHODS.register("salun", family="baseline", paper="Fan et al., ICLR 2024 (SalUn)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class SalUn:
     """Random labels on the forget set, then descent on the retain set, salient weights only.
@@ -48,30 +48,25 @@ class SalUn:
         momentum: SGD momentum (applied before the mask: frozen weights never move).
         weight_decay: SGD weight decay (applied before the mask: frozen weights never move).
         batch_size: batch size of the saliency pass and of both training passes.
-        optimizer: "sgd" (momentum, weight_decay) or "adam" (AdamW, decoupled weight_decay; the diffusion papers' choice).
+        optimizer: "sgd", "adam" (torch.optim.Adam) or "adamw" (torch.optim.AdamW).
         exclude_true_label: draw random labels among the K−1 wrong classes only (default: all K).
     """
 
-    keep: float = 0.5
-    epochs: int = 10
-    lr: float = 0.013
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    tasks: ClassVar = LOSS_BASED
+    keep: float = hp(0.5, gt=0, le=1, search=Range(0.1, 0.9))
+    epochs: int = hp(10, ge=1, search=Range(1, 10))
+    lr: float = hp(0.013, gt=0, search=Range(1e-4, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    batch_size: int = hp(256, ge=1)
+    optimizer: Optimizer = "sgd"
     exclude_true_label: bool = False
 
-    def __post_init__(self) -> None:
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
-        require_training_fields(self)
-
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         keep = saliency_mask(model, request, self.keep, self.batch_size)
         tx = T.chain(T.optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay), T.mask(keep))
         batches = relabelled_passes(request, self.batch_size, self.epochs, self.exclude_true_label)
-        return fit(model, batches, lambda b: request.loss(model, b), tx)
+        return fit(model, batches, lambda b: request.loss(model, b), tx, callbacks=request.callbacks)
 
 
 def saliency_mask(model: nn.Module, request: UnlearnRequest, keep: float, batch_size: int = 256) -> Grads:

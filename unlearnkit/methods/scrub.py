@@ -2,8 +2,8 @@
 
 Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023; meghdadk/SCRUB
 `helper/loops.py: train_distill` and the port in the SFR-on repo (specs/baselines.md §3).
-The teacher is a frozen eval-mode copy of the original; the student is the model itself (train
-mode). With KL = KL(teacher ‖ student) at temperature T, scaled by T² (`DistillKL`), each epoch e:
+The teacher is a frozen eval-mode copy of the original; the student is a copy trained in train
+mode. With KL = KL(teacher ‖ student) at temperature T, scaled by T² (`DistillKL`), each epoch e:
 
     if e < msteps: one max-pass over D_f minimising −KL
     always:        one min-pass over D_r minimising γ·CE + α·KL
@@ -21,6 +21,7 @@ SGDA smoothing term p·‖θ − θ_swa‖ is omitted: every CIFAR-10 configurat
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import apply_updates, device_of, grads_of, trainable
-from unlearnkit.fields import require_training_fields
-from unlearnkit.registry import METHODS
+from unlearnkit.loop import fit
+from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.request import UnlearnRequest
 
 
-@METHODS.register("scrub")
+@METHODS.register("scrub", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (SCRUB)")
 @dataclass(frozen=True)
 class SCRUB:
     """Alternate max-steps (diverge from the teacher on D_f) and min-steps (match it and the labels on D_r).
@@ -51,51 +51,45 @@ class SCRUB:
         batch_size: batch size of both passes.
     """
 
-    epochs: int = 6
-    msteps: int = 2
-    lr: float = 8e-5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    gamma: float = 0.99
-    alpha: float = 0.001
-    temperature: float = 4.0
-    batch_size: int = 128
+    epochs: int = hp(6, ge=1, search=Range(2, 10))
+    msteps: int = hp(2, ge=0, search=Range(1, 5))
+    lr: float = hp(8e-5, gt=0, search=Range(1e-5, 1e-2, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    gamma: float = hp(0.99, ge=0)
+    alpha: float = hp(0.001, ge=0, search=Range(1e-4, 1.0, log=True))
+    temperature: float = hp(4.0, gt=0)
+    batch_size: int = hp(128, ge=1)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.msteps <= self.epochs:
+        if not self.msteps <= self.epochs:
             raise ValueError(f"msteps must be in [0, epochs={self.epochs}], got {self.msteps}")
-        if self.gamma < 0 or self.alpha < 0 or self.temperature <= 0:
-            raise ValueError(f"gamma and alpha must be >= 0 and temperature > 0, got {self}")
-        require_training_fields(self)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         teacher = frozen_copy(model)
-        params, device = trainable(model), device_of(model)
-        state = T.sgd(self.lr).init(params)
-        lr = T.Cosine(self.lr, self.epochs)
-        model.train()
+        forget_batches = math.ceil(len(request.forget) / self.batch_size)
+        retain_batches = math.ceil(len(request.retain) / self.batch_size)
+        lengths = tuple((forget_batches if e < self.msteps else 0) + retain_batches for e in range(self.epochs))
+        tx = T.sgd(T.PerEpoch(T.Cosine(self.lr, self.epochs), lengths), self.momentum, self.weight_decay)
 
-        def kl(x: Tensor, student: Tensor) -> Tensor:
+        def passes():
+            for epoch in range(self.epochs):
+                if epoch < self.msteps:
+                    yield from (("max", b) for b in request.batches("forget", self.batch_size, salt=epoch))
+                yield from (("min", b) for b in request.batches("retain", self.batch_size, salt=epoch))
+
+        def loss(step: tuple[str, object]) -> Tensor:
+            kind, b = step
+            out = model(b.x)
             with torch.no_grad():
-                target = teacher(x)
-            return distill_kl(student, target, self.temperature)
+                target = teacher(b.x)
+            kl = distill_kl(out, target, self.temperature)
+            if kind == "max":
+                return -kl
+            return self.gamma * F.cross_entropy(out, b.y) + self.alpha * kl
 
-        def step(opt: T.SGD, loss: Tensor) -> None:
-            nonlocal state
-            updates, state = opt.update(grads_of(loss, params), state, params)
-            apply_updates(params, updates)
-
-        for epoch in range(self.epochs):
-            opt = T.sgd(lr(epoch), self.momentum, self.weight_decay)  # one momentum buffer, lr per epoch
-            if epoch < self.msteps:
-                for b in request.batches("forget", self.batch_size, salt=epoch):
-                    x = b.x.to(device)
-                    step(opt, -kl(x, model(x)))
-            for b in request.batches("retain", self.batch_size, salt=epoch):
-                b = b.to(device)
-                out = model(b.x)
-                step(opt, self.gamma * F.cross_entropy(out, b.y) + self.alpha * kl(b.x, out))
-        return model
+        return fit(model, passes(), loss, tx, callbacks=request.callbacks)
 
 
 def distill_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

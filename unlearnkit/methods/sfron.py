@@ -20,7 +20,7 @@ Choices, each as in the official code unless said otherwise:
   slow), synchronised every k iterations) as an opt-in ablation; None (default) is the official
   behaviour.
 - The Fisher diagonals are cached in-process (`FISHER_CACHE`, two entries) keyed by the weights'
-  digest, the data and the forget / excluded ids, as the official code caches them on disk. Clear
+  and the data's fingerprints and the forget / excluded ids, as the official code caches them on disk. Clear
   it before timing runs that should include Stage A. `retain_fisher_batches` optionally subsamples
   D_r for F_r (None = one full pass, faithful).
 - The authors report no class-wise classification run; class-wise requests use the same defaults.
@@ -29,27 +29,30 @@ Choices, each as in the official code unless said otherwise:
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import ClassVar, Iterable
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import apply_updates, device_of, grad_sum, grads_of, trainable
-from unlearnkit.registry import METHODS
+from unlearnkit.checkpoint import digest
+from unlearnkit.data import fingerprint
+from unlearnkit.loop import fit, grad_sum
+from unlearnkit.method import METHODS, Range, hp
+from unlearnkit.models import device_of, weights_fingerprint
 from unlearnkit.request import Batch, UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
-from unlearnkit.transforms import Grads, Params
+from unlearnkit.transforms import Grads
 
-FISHER_CACHE: OrderedDict[tuple, tuple[Grads, Grads]] = OrderedDict()
+FISHER_CACHE: OrderedDict[str, tuple[Grads, Grads]] = OrderedDict()
 PER_REQUEST_CACHES = (FISHER_CACHE,)  # cleared by the benchmark runner before each timed run
 
 
-@METHODS.register("sfr-on")
+@METHODS.register("sfr-on", family="reproduced", paper="Huang et al., NeurIPS 2024 (SFR-on)", tasks=LOSS_BASED)
 @dataclass(frozen=True)
 class SFROn:
     """Fisher-ratio-masked, loss-weighted ascent on forget batches, interleaved with retain descent.
@@ -69,60 +72,51 @@ class SFROn:
         slow_alpha: opt-in Lookahead slow-weight step size, synced every k iterations (None = off).
     """
 
-    iterations: int = 1500
-    forget_every: int = 5
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: float = 25.0
-    temperature: float = 0.5
-    threshold: float = 1.0
-    clip: float = 7.0
-    batch_size: int = 128
-    retain_fisher_batches: int | None = None
-    slow_alpha: float | None = None
-    tasks: ClassVar = LOSS_BASED
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1 or self.forget_every < 1 or self.batch_size < 1:
-            raise ValueError("iterations, forget_every and batch_size must be >= 1")
-        if self.lr <= 0 or self.clip <= 0 or self.alpha < 0 or self.temperature < 0 or self.threshold < 0:
-            raise ValueError("lr and clip must be > 0; alpha, temperature and threshold >= 0")
-        if self.retain_fisher_batches is not None and self.retain_fisher_batches < 1:
-            raise ValueError(f"retain_fisher_batches must be >= 1 or None, got {self.retain_fisher_batches}")
-        if self.slow_alpha is not None and not 0 < self.slow_alpha <= 1:
-            raise ValueError(f"slow_alpha must be in (0, 1] or None, got {self.slow_alpha}")
+    iterations: int = hp(1500, ge=1, search=Range(100, 2000, log=True))
+    forget_every: int = hp(5, ge=1, search=Range(1, 10))
+    lr: float = hp(0.01, gt=0, search=Range(1e-3, 1e-1, log=True))
+    momentum: float = hp(0.9, ge=0, lt=1)
+    weight_decay: float = hp(5e-4, ge=0)
+    alpha: float = hp(25.0, ge=0, search=Range(0.5, 50, log=True))
+    temperature: float = hp(0.5, ge=0, search=Range(0.0, 1.0))
+    threshold: float = hp(1.0, ge=0)
+    clip: float = hp(7.0, gt=0)
+    batch_size: int = hp(128, ge=1)
+    retain_fisher_batches: int | None = hp(None, ge=1)
+    slow_alpha: float | None = hp(None, gt=0, le=1)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        model = copy.deepcopy(model)
         f_forget, f_retain = self.fishers(model, request)
         device = device_of(model)
         keep = {k: m.to(device) for k, m in fisher_ratio_mask(f_forget, f_retain, self.threshold).items()}
-        params = trainable(model)
-        lr, alpha = T.Cosine(self.lr, self.iterations), T.Cosine(self.alpha, self.iterations)
-        state = T.sgd(self.lr, self.momentum, self.weight_decay).init(params)
-        slow = T.lookahead(self.forget_every, self.slow_alpha) if self.slow_alpha is not None else None
-        slow_state = slow.init(params) if slow is not None else None
+        steps_per_iteration = tuple(2 if t % self.forget_every == 0 else 1 for t in range(self.iterations))
+        lr = T.PerEpoch(T.Cosine(self.lr, self.iterations), steps_per_iteration)
+        alpha = T.Cosine(self.alpha, self.iterations)
+        slow = [T.lookahead(self.forget_every + 1, self.slow_alpha)] if self.slow_alpha is not None else []
+        tx = T.chain(T.edit("forget", forget_edit(keep, self.clip)), T.total(),
+                     T.sgd(lr, self.momentum, self.weight_decay), *slow)
         forget = request.stream("forget", self.batch_size)
         retain = request.stream("retain", self.batch_size)
-        model.train()
-        for t in range(self.iterations):
-            opt = T.sgd(lr(t), self.momentum, self.weight_decay)  # one shared state, lr set per iteration
-            if t % self.forget_every == 0:
-                grads = forget_grads(model, request, params, next(forget).to(device), alpha(t), self.temperature,
-                                     keep, self.clip)
-                updates, state = opt.update(grads, state, params)
-                apply_updates(params, updates)
-            b = next(retain).to(device)
-            updates, state = opt.update(grads_of(request.loss(model, b), params), state, params)
-            if slow is not None:
-                updates, slow_state = slow.update(updates, slow_state, params)
-            apply_updates(params, updates)
-        return model
+
+        def steps():
+            for t in range(self.iterations):
+                if t % self.forget_every == 0:
+                    yield "forget", t, next(forget)
+                yield "retain", t, next(retain)
+
+        def loss(step: tuple) -> dict[str, Tensor]:
+            kind, t, b = step
+            if kind == "forget":
+                return {"forget": weighted_ascent(request.loss(model, b, reduction="none"), alpha(t), self.temperature)}
+            return {"retain": request.loss(model, b)}
+
+        return fit(model, steps(), loss, tx, callbacks=request.callbacks)
 
     def fishers(self, model: nn.Module, request: UnlearnRequest) -> tuple[Grads, Grads]:
         """(F_forget, F_retain), from FISHER_CACHE when this model, data and split were seen."""
-        key = (weights_digest(model), id(request.train), request.forget.numpy().tobytes(),
-               request.excluded.numpy().tobytes(), request.seed, self.batch_size, self.retain_fisher_batches)
+        key = digest(weights_fingerprint(model), fingerprint(request.train), request.forget, request.excluded,
+                     request.seed, self.batch_size, self.retain_fisher_batches)
         if key not in FISHER_CACHE:
             retain = itertools.islice(request.batches("retain", self.batch_size, salt=11),
                                       self.retain_fisher_batches)
@@ -138,19 +132,20 @@ class SFROn:
         return FISHER_CACHE[key]
 
 
+def forget_edit(keep: Grads, clip: float) -> T.Transform:
+    """The edit of every forget gradient: masked by `keep`, then clipped to global norm `clip`."""
+    return T.chain(T.mask(keep), T.clip_by_global_norm(clip))
+
+
+def weighted_ascent(losses: Tensor, alpha: float, temperature: float) -> Tensor:
+    """−α Σ w_i ℓ_i with the adaptive weights w (`adaptive_weights`): the forget step's loss."""
+    return -alpha * (adaptive_weights(losses, temperature) * losses).sum()
+
+
 def adaptive_weights(losses: Tensor, temperature: float) -> Tensor:
     """w_i = ℓ_i^(−λ) / Σ_j ℓ_j^(−λ), detached: the best-remembered samples get the most ascent."""
     inv = 1 / (losses.detach() ** temperature + 1e-15)
     return inv / inv.sum()
-
-
-def forget_grads(model: nn.Module, request: UnlearnRequest, params: Params, batch: Batch, alpha: float,
-                 temperature: float, keep: Grads, clip: float) -> Grads:
-    """Gradient of −α Σ w_i ℓ_i on one forget batch, masked by `keep`, then clipped to norm `clip`."""
-    losses = request.loss(model, batch, reduction="none")
-    loss = -alpha * (adaptive_weights(losses, temperature) * losses).sum()
-    edit = T.chain(T.mask(keep), T.clip_by_global_norm(clip))
-    return edit.update(grads_of(loss, params), edit.init(params), params)[0]
 
 
 def fisher_diagonal(model: nn.Module, request: UnlearnRequest, batches: Iterable[Batch]) -> Grads:
@@ -169,12 +164,3 @@ def fisher_diagonal(model: nn.Module, request: UnlearnRequest, batches: Iterable
 def fisher_ratio_mask(forget: Grads, retain: Grads, threshold: float) -> Grads:
     """1 where (F_forget + 1e-15) / (F_retain + 1e-15) ≥ γ, else 0."""
     return {k: ((forget[k] + 1e-15) / (retain[k] + 1e-15) >= threshold).float() for k in forget}
-
-
-def weights_digest(model: nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-

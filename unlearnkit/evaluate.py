@@ -1,14 +1,25 @@
-"""`evaluate`: UA / RA / TA / MIA-Efficacy of a model on a request, one forward pass per split."""
+"""Evaluation: how well a model forgot, from one forward pass per split, reused by every metric.
+
+`evaluate(model, request, test)` dispatches on the request's task (`EVALUATIONS`): classification
+is here (UA / RA / TA / MIA-Efficacy), generation in `unlearnkit.generation.judge`.
+
+`mia_efficacy` is the SalUn-line MIA-Efficacy: an RBF SVC (C=3, gamma="auto") fitted on one
+per-sample signal, retain samples as members (1) and test samples as non-members (0); the score
+is the percentage of forget samples predicted non-member. Higher = more forget samples look
+unseen; the target is Retrain's value, not 100.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn.svm import SVC
 from torch import nn
 from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of
-from unlearnkit.eval.metrics import SIGNALS, Outputs, accuracy, per_sample_loss, predict
-from unlearnkit.eval.mia import mia_efficacy
+from unlearnkit.metrics import SIGNALS, Outputs, accuracy, per_sample_loss, predict
+from unlearnkit.registry import EVALUATIONS
 from unlearnkit.request import UnlearnRequest
 
 
@@ -40,8 +51,22 @@ def loss_histograms(model: nn.Module, request: UnlearnRequest, test: Dataset) ->
             "test": counts(predict(model, test, kept_test_indices(request, test)))}
 
 
-def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, extra_signals: tuple[str, ...] = (),
-             mia_fit_cap: int | None = MIA_FIT_CAP) -> dict[str, float]:
+def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, **options) -> dict[str, float]:
+    """The metrics of the request's task (`EVALUATIONS[request.task.name]`): for classification
+    UA / RA / TA / MIA (`evaluate_classification`), for generation UA / Acc_retain / FID / P_forget."""
+    return EVALUATIONS[request.task.name](model, request, test, **options)
+
+
+def mia_efficacy(members: torch.Tensor, nonmembers: torch.Tensor, target: torch.Tensor) -> float:
+    x = np.concatenate([members.numpy(), nonmembers.numpy()]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    return 100.0 * float(1 - attack.predict(target.numpy().reshape(-1, 1)).mean())
+
+
+@EVALUATIONS.register("classification")
+def evaluate_classification(model: nn.Module, request: UnlearnRequest, test: Dataset,
+                            extra_signals: tuple[str, ...] = (), mia_fit_cap: int | None = MIA_FIT_CAP) -> dict[str, float]:
     """UA = 100 − forget accuracy, RA = retain accuracy, TA = test accuracy (forgotten classes
     removed), MIA = MIA-Efficacy on the confidence signal with the first |test| retain samples
     (stored order) as members and the test set as non-members. `extra_signals` adds

@@ -1,4 +1,5 @@
-"""Per-split outputs and the metrics computed from them (UA, RA, TA, per-sample signals, Avg. Gap)."""
+"""Metric primitives: a model's eval-mode outputs on a split, and the plain functions computed from
+them (accuracy, per-sample signals, Avg. Gap). Methods may use these; evaluation builds on them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,25 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from unlearnkit.data import take
-from unlearnkit.loop import outputs
+from unlearnkit.models import device_of
+
+EVAL_BATCH = {"cpu": 256, "cuda": 1024}  # per-device chunk of an evaluation forward (see `outputs`)
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
+    """Eval-mode logits for a tensor of inputs, in chunks of `batch_size` (default: EVAL_BATCH of
+    the model's device). On a CPU, chunks of 256 keep activations in cache: measured on the 2-core
+    machine, the CIFAR ResNet-18 (width 16) and the small CNN evaluate 1.5–2× faster per sample
+    than in chunks of 1024, an MLP the same; a GPU wants large chunks."""
+    modes = [(m, m.training) for m in model.modules()]  # restored per module (e.g. BN kept in eval)
+    model.eval()
+    device = device_of(model)
+    batch_size = batch_size or EVAL_BATCH.get(device.type, 256)
+    out = torch.cat([model(c.to(device)).float().cpu() for c in x.split(batch_size)]) if len(x) else torch.empty(0)
+    for m, mode in modes:
+        m.training = mode
+    return out
 
 
 @dataclass(frozen=True)
@@ -28,7 +47,7 @@ class Outputs:
 
 def predict(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch_size: int | None = None) -> Outputs:
     """Eval-mode logits of `model` on `dataset[idx]` (all of it when `idx` is None), in forward
-    chunks of `batch_size` (default: `loop.outputs`' per-device choice)."""
+    chunks of `batch_size` (default: `outputs`' per-device choice)."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
     chunks = [take(dataset, c) for c in idx.split(8192)]

@@ -1,1 +1,0 @@
-"""Verification: one forward pass per split, then plain functions over the cached outputs."""
