@@ -47,6 +47,7 @@ def test_record_fields_and_retrain_reference(cache):
     assert rec["wall_seconds"] >= rec["metrics"]["seconds"] > 0  # the whole call: method, evaluation, loading
     ref = runner.run("retrain", {}, Scenario("digits", "random:0.1"), 0, cache)
     assert ref["metrics"]["gap"] == 0 and ref["metrics"]["rte"] == pytest.approx(1.0)
+    assert ref["metrics"]["RA"] > 95 and ref["metrics"]["TA"] > 90  # the cached Retrain is a trained model
     assert rec["metrics"]["rte"] == pytest.approx(rec["metrics"]["seconds"] / ref["metrics"]["seconds"])
     again = runner.run("ga", {"lr": 1e-3}, Scenario("digits", "random:0.1"), 0, cache)
     assert {k: again["metrics"][k] for k in ("UA", "RA", "TA", "MIA")} == {k: rec["metrics"][k] for k in ("UA", "RA", "TA", "MIA")}
@@ -265,30 +266,41 @@ def test_user_data_through_array_dataset():
     assert req.num_classes == 2 and len(req.retain) == 8
 
 
-def test_avg_gap_of_means_not_mean_of_gaps():
-    def rec(method, seed, ua):
-        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0,
-                "metrics": {"UA": ua, "RA": 100.0, "TA": 90.0, "MIA": 10.0, "gap": 0.0, "rte": 0.5}}
+def gap_record(method, seed, ua, ra=100.0, ta=90.0, mia=10.0):
+    return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0,
+            "metrics": {"UA": ua, "RA": ra, "TA": ta, "MIA": mia, "gap": 0.0, "rte": 0.5}}
 
-    # Retrain's UA is 10 on both seeds; the method's is 0 and 20: per-seed gaps average 10/4 = 2.5,
-    # but the metric means agree, so the SalUn-line Avg. Gap is 0.
-    records = [rec("retrain", 0, 10.0), rec("retrain", 1, 10.0), rec("ga", 0, 0.0), rec("ga", 1, 20.0)]
-    ref = [r for r in records if r["method"] == "retrain"]
-    assert report.gap_of_means(records[2:], ref) == 0.0
+
+def test_avg_gap_is_the_mean_of_each_seeds_gap_worked_by_hand():
+    # Seed 0: Retrain (UA 10, RA 100, TA 90, MIA 10), method (0, 96, 88, 14): |Δ| = 10, 4, 2, 4 -> 20 / 4 = 5.
+    # Seed 1: Retrain (10, 100, 90, 10), method (20, 100, 90, 10): |Δ| = 10, 0, 0, 0 -> 2.5.
+    # Avg. Gap = mean(5, 2.5) = 3.75 ± std(5, 2.5) = 1.7678. (The gap of the means would be
+    # mean(|10-10|, |98-100|, |89-90|, |12-10|) = 1.25: a different figure, not used.)
+    records = [gap_record("retrain", 0, 10.0), gap_record("retrain", 1, 10.0),
+               gap_record("ga", 0, 0.0, 96.0, 88.0, 14.0), gap_record("ga", 1, 20.0)]
+    assert report.seed_gaps(records[2:], records[:2]) == [5.0, 2.5]
     row = next(line for line in report.markdown(records).splitlines() if line.startswith("| ga |"))
-    assert row.split("|")[6].strip().strip("*") == "0.00"
+    assert row.split("|")[6].strip().strip("*") == "3.75 ± 1.77"
 
 
-def test_avg_gap_compares_with_retrain_on_the_seeds_the_method_ran():
-    def rec(method, seed, ua):
-        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0,
-                "metrics": {"UA": ua, "RA": 100.0, "TA": 90.0, "MIA": 10.0, "gap": 0.0, "rte": 0.5}}
+def test_avg_gap_compares_each_seed_with_retrain_of_that_seed():
+    # Retrain ran seeds 0-2 (UA 10, 10, 40); the method matches Retrain exactly on seeds 0 and 2.
+    ref = [gap_record("retrain", 0, 10.0), gap_record("retrain", 1, 10.0), gap_record("retrain", 2, 40.0)]
+    assert report.seed_gaps([gap_record("ft", 0, 10.0)], ref) == [0.0]
+    assert report.seed_gaps([gap_record("ft", 0, 10.0), gap_record("ft", 2, 40.0)], ref) == [0.0, 0.0]
+    assert report.seed_gaps([gap_record("ft", 2, 10.0)], ref) == [30 / 4]
 
-    # Retrain ran seeds 0-2 (UA 10, 10, 40); the method only seed 0, where it matches Retrain exactly.
-    ref = [rec("retrain", 0, 10.0), rec("retrain", 1, 10.0), rec("retrain", 2, 40.0)]
-    assert report.gap_of_means([rec("ft", 0, 10.0)], ref) == 0.0
-    assert report.gap_of_means([rec("ft", 0, 10.0), rec("ft", 2, 40.0)], ref) == 0.0
-    assert report.gap_of_means([rec("ft", 0, 10.0), rec("ft", 1, 10.0), rec("ft", 2, 10.0)], ref) == 10 / 4
+
+def test_ties_with_the_best_come_from_a_paired_test_over_seeds():
+    gaps = {"a": {0: 1.0, 1: 1.2, 2: 0.9}, "b": {0: 1.1, 1: 1.1, 2: 1.2},  # a few tenths apart, noisy: a tie
+            "c": {0: 5.0, 1: 5.1, 2: 4.9}, "d": {0: 1.5}}  # clearly worse; one seed only: never a tie
+    best, ties = report.ties_with_best(gaps)
+    assert best == "a" and ties == {"b"}
+    row = lambda name: next(l for l in report.markdown(  # noqa: E731
+        [gap_record("retrain", s, 10.0) for s in range(3)]
+        + [gap_record(n, s, 10.0 + 4 * g) for n, by in gaps.items() for s, g in by.items()]).splitlines()
+        if l.startswith(f"| {name} |"))
+    assert "**" in row("a") and "≈" in row("b") and "≈" not in row("c") and "≈" not in row("d")
 
 
 def test_methods_refuse_tasks_they_do_not_support():
@@ -323,7 +335,7 @@ def test_report_columns_follow_the_records_task():
     text = report.markdown([rec("retrain", 100.0, 5.0), rec("ga", 90.0, 50.0)])
     assert "| method | UA | FID | Avg. Gap |" in text
     row = next(line for line in text.splitlines() if line.startswith("| ga |"))
-    assert row.split("|")[4].strip().strip("*") == "10.00"  # the gap over UA only
+    assert row.split("|")[4].strip().strip("*") == "10.00 ± 0.00"  # the gap over UA only
 
 
 def test_report_reads_records_written_before_a_field_existed():

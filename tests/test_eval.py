@@ -64,9 +64,40 @@ def test_evaluate_drops_forgotten_class_from_test_and_scores_original(toy_cnn):
     idx = kept_test_indices(req, toy_cnn.test)
     assert len(idx) == int((toy_cnn.test.y != 3).sum()) and not (toy_cnn.test.y[idx] == 3).any()
     metrics = evaluate(toy_cnn.model, req, toy_cnn.test, extra_signals=("entropy", "m_entropy"))
-    assert set(metrics) == {"UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy"}
+    assert set(metrics) == {"UA", "RA", "TA", "MIA", "MIA_std", "MIA_n", "MIA_entropy", "MIA_entropy_std",
+                            "MIA_m_entropy", "MIA_m_entropy_std"}
     assert metrics["UA"] < 20 and metrics["RA"] > 80  # the original still knows class 3
-    assert all(0 <= v <= 100 for v in metrics.values())
+    assert all(0 <= v <= 100 for k, v in metrics.items() if k != "MIA_n")
+    assert metrics["MIA_n"] == min(len(req.retain), len(idx))
+    assert metrics == evaluate(toy_cnn.model, req, toy_cnn.test, extra_signals=("entropy", "m_entropy"))
+
+
+def test_balanced_mia_gives_retrain_its_unseen_baseline_when_retain_is_smaller_than_test():
+    """|retain| < |test|: every attack is still fitted on as many members as non-members, so a
+    model that never saw the forget set scores it like other unseen samples, not 100."""
+    from unlearnkit.data import ArrayDataset
+    from unlearnkit.evaluate import balanced_mia, mia_efficacy
+    from unlearnkit.metrics import confidence, predict
+    from unlearnkit.models import build_model
+    from unlearnkit.request import UnlearnRequest
+    from unlearnkit.train import Recipe, train_model
+    from tests.conftest import blobs
+
+    train, test = blobs(300, 11), blobs(3000, 12)
+    request = UnlearnRequest(train, torch.arange(60), 4)
+    retrained = build_model("mlp", (8,), 4, width=32)
+    torch.manual_seed(0)
+    train_model(retrained, train, request.retain, Recipe(epochs=30, lr=0.05, batch_size=32))
+    metrics = evaluate(retrained, request, ArrayDataset(test.x[:2000], test.y[:2000]), mia_fit_cap=None)
+    assert metrics["MIA_n"] == len(request.retain) == 240
+    conf = lambda ds, idx: confidence(predict(retrained, ds, idx))  # noqa: E731
+    unseen, _, _ = balanced_mia(conf(train, request.retain), conf(test, torch.arange(2000)),
+                                conf(test, torch.arange(2000, 3000)), torch.Generator().manual_seed(0), None)
+    assert metrics["MIA"] < 95 and abs(metrics["MIA"] - unseen) < 12, (metrics["MIA"], unseen)
+    # The defect this guards against: fitted on all 240 retain members vs all 2,000 test samples,
+    # the SVC calls every sample a non-member, and Retrain "scores" 100.
+    unbalanced = mia_efficacy(conf(train, request.retain), conf(test, torch.arange(2000)), conf(train, request.forget))
+    assert unbalanced > 99
 
 
 def test_a_diverged_model_is_evaluated_not_crashed():

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
     b.add_argument("--histograms", type=Path, default=None, help="also write per-sample loss histograms (PNG) here")
+    a = sub.add_parser("audit", help="gold-standard audits (U-LiRA, KLOM) of a grid's methods from one pool of models")
+    a.add_argument("grid", type=Path)
+    a.add_argument("--out", type=Path, required=True, help="audit records JSONL (appended; finished audits are skipped)")
+    a.add_argument("--models", type=int, default=16, help="models per kind in the pool (originals, Retrains, each method's)")
+    a.add_argument("--methods", default="", help="comma-separated methods to audit (default: the grid's)")
+    a.add_argument("--cache", type=Path, default=None)
+    a.add_argument("--device", default=None, help="run models on this device, e.g. cuda (default: cpu)")
     o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
     scenario_args(o)
     o.add_argument("--batch-size", type=int, default=128)
@@ -131,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     r.add_argument("--plot", type=Path, default=None)
     r.add_argument("--histograms", type=Path, default=None, help="per-sample loss histograms (PNG)")
+    r.add_argument("--audit", type=Path, default=None, help="audit records (unlearnkit audit) to add as columns")
     return p
 
 
@@ -207,6 +215,10 @@ def dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({k: record[k] for k in ("method", "scenario", "seed", "hparams", "metrics")}, indent=1))
         if args.out:
             atomic_write(args.out, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+        if record["metrics"].get("diverged"):
+            print(f"unlearnkit: error: {args.method} diverged: the unlearned model gives non-finite outputs "
+                  "(its metrics are not meaningful; the record says \"diverged\")", file=sys.stderr)
+            return 3
         return 0
     if args.command == "bench":
         jobs = grid_jobs(args.grid)
@@ -214,8 +226,26 @@ def dispatch(args: argparse.Namespace) -> int:
             jobs = [(n, hp, dataclasses.replace(sc, width=args.width), seed) for n, hp, sc, seed in jobs]
         records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune)
         emit(records, args.report, args.plot, histograms=args.histograms)
-        missing = {record_key(*job) for job in jobs} - {r["key"] for r in records}
-        return 130 if missing else 0  # stopped by a signal: not 0, so a calling script stops too
+        keys = {record_key(*job) for job in jobs}
+        missing = keys - {r["key"] for r in records}
+        diverged = [r for r in records if r["key"] in keys and r["metrics"].get("diverged")]
+        if diverged:
+            print(f"unlearnkit: error: {len(diverged)} run(s) diverged (non-finite outputs), e.g. {diverged[0]['method']} "
+                  f"on {diverged[0]['scenario']} seed {diverged[0]['seed']}; their records are marked and left out of "
+                  "the tables' means", file=sys.stderr)
+        return 130 if missing else 3 if diverged else 0  # not 0 when stopped by a signal, so a calling script stops
+    if args.command == "audit":
+        from unlearnkit.bench.audit import audit
+
+        jobs = grid_jobs(args.grid)
+        chosen = {m for m in args.methods.split(",") if m}
+        unknown = chosen - set(METHODS.names())
+        if unknown:
+            raise ValueError(f"--methods: unknown {sorted(unknown)}; known: {', '.join(METHODS.names())}")
+        audits = audit([j for j in jobs if not chosen or j[0] in chosen], args.out, args.models, args.cache,
+                       args.device)
+        print(reporting.audit_table(audits))
+        return 0
     if args.command == "overhead":
         return overhead(args)
     if args.command == "scaling":
@@ -228,12 +258,15 @@ def dispatch(args: argparse.Namespace) -> int:
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")
-    return emit(records, args.out, args.plot, print_table=args.out is None, histograms=args.histograms)
+    audits = read_records(args.audit) if args.audit else []
+    if args.audit and not audits:
+        raise ValueError(f"no audit records in {args.audit}")
+    return emit(records, args.out, args.plot, print_table=args.out is None, histograms=args.histograms, audits=audits)
 
 
 def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print_table: bool = True,
-         histograms: Path | None = None) -> int:
-    table = reporting.markdown(records)
+         histograms: Path | None = None, audits: list[dict[str, Any]] = ()) -> int:  # type: ignore[assignment]
+    table = reporting.markdown(records, audits)
     if print_table:
         print(table)
     if md:

@@ -36,7 +36,9 @@ def split_outputs(model: nn.Module, request: UnlearnRequest, test: Dataset) -> d
             "test": predict(model, test, kept_test_indices(request, test))}
 
 
-MIA_FIT_CAP = 2500
+MIA_FIT_CAP = 2500  # members (and as many non-members) per attack: an RBF SVC on 2 × 2,500 points fits in ~0.5 s
+MIA_REPEATS = 5  # attacks per evaluation, each on its own random draw: MIA is their mean, MIA_std their spread
+MIN_MIA_SAMPLES = 100  # below this many samples per class, or in the forget set, a record says its MIA is noisy
 LOSS_BIN_EDGES = torch.logspace(-5, 2, 29).tolist()  # per-sample CE, log-spaced; values outside go to the ends
 
 
@@ -58,36 +60,64 @@ def evaluate(model: nn.Module, request: UnlearnRequest, test: Dataset, **options
 
 
 def mia_efficacy(members: torch.Tensor, nonmembers: torch.Tensor, target: torch.Tensor) -> float:
+    """% of `target` samples an RBF SVC (C=3, gamma="auto"), fitted on `members` (1) vs
+    `nonmembers` (0) of one per-sample signal, predicts to be non-members."""
     x = np.concatenate([members.numpy(), nonmembers.numpy()]).reshape(-1, 1)
     y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
     return 100.0 * float(1 - attack.predict(target.numpy().reshape(-1, 1)).mean())
 
 
+def balanced_mia(members: torch.Tensor, nonmembers: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
+                 cap: int | None = MIA_FIT_CAP, repeats: int = MIA_REPEATS) -> tuple[float, float, int]:
+    """MIA-Efficacy averaged over `repeats` attacks, each fitted on its own random draw of n
+    members and n non-members, n = min(|members|, |non-members|, cap): the two classes are always
+    equal in size. Returns (mean, std over the attacks, n)."""
+    n = min(len(members), len(nonmembers), cap or len(members) + len(nonmembers))
+    scores = [mia_efficacy(members[torch.randperm(len(members), generator=gen)[:n]],
+                           nonmembers[torch.randperm(len(nonmembers), generator=gen)[:n]], target)
+              for _ in range(repeats)]
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if repeats > 1 else 0.0, n
+
+
 @EVALUATIONS.register("classification")
 def evaluate_classification(model: nn.Module, request: UnlearnRequest, test: Dataset,
-                            extra_signals: tuple[str, ...] = (), mia_fit_cap: int | None = MIA_FIT_CAP) -> dict[str, float]:
+                            extra_signals: tuple[str, ...] = (), mia_fit_cap: int | None = MIA_FIT_CAP,
+                            mia_repeats: int = MIA_REPEATS) -> dict[str, float]:
     """UA = 100 − forget accuracy, RA = retain accuracy, TA = test accuracy (forgotten classes
-    removed), MIA = MIA-Efficacy on the confidence signal with the first |test| retain samples
-    (stored order) as members and the test set as non-members. `extra_signals` adds
-    `MIA_<signal>` for entropy, m_entropy, loss.
-
-    Deviation, for speed: the SVC is fitted on at most `mia_fit_cap` members and as many
-    non-members (fixed random subsets of the protocol's sets); an RBF SVC on 2×10k points takes
-    ~30 s on two cores, on 2×2.5k about 2 s. `mia_fit_cap=None` gives the full SalUn protocol."""
+    removed), MIA = MIA-Efficacy on the confidence signal: the mean over `mia_repeats` attacks,
+    each an SVC fitted on its own random draw of n retain samples (members) and n test samples
+    (non-members), n = min(|retain|, |test|, `mia_fit_cap`); MIA_std is the spread over those
+    attacks and MIA_n their n. The draws are seeded from the request, so a request always gets
+    the same attacks. `mia_fit_cap=None` draws as many as the smaller set has (the SalUn
+    protocol's sizes, balanced). `extra_signals` adds `MIA_<signal>` for entropy, m_entropy, loss.
+    A model with non-finite outputs is marked `diverged` (its non-finite signals count as 0)."""
     out = split_outputs(model, request, test)
     metrics = {"UA": 100.0 - accuracy(out["forget"]), "RA": accuracy(out["retain"]), "TA": accuracy(out["test"])}
     if not all(torch.isfinite(o.logits).all() for o in out.values()):
-        metrics["diverged"] = 1.0  # the method blew the model up; its non-finite signals count as 0
+        metrics["diverged"] = 1.0
     for signal in ("confidence",) + tuple(extra_signals):
         def fn(o: Outputs, f=SIGNALS[signal]) -> torch.Tensor:
             return torch.nan_to_num(f(o), nan=0.0, posinf=0.0, neginf=0.0)
 
-        members, nonmembers = fn(out["retain"])[: len(out["test"].labels)], fn(out["test"])
-        if mia_fit_cap is not None and len(nonmembers) > mia_fit_cap:
-            gen = torch.Generator().manual_seed(0)  # a fixed random subset: stored order may be by class
-            members = members[torch.randperm(len(members), generator=gen)[:mia_fit_cap]]
-            nonmembers = nonmembers[torch.randperm(len(nonmembers), generator=gen)[:mia_fit_cap]]
-        score = mia_efficacy(members, nonmembers, fn(out["forget"]))
-        metrics["MIA" if signal == "confidence" else f"MIA_{signal}"] = score
+        gen = request.generator(29)
+        mean, std, n = balanced_mia(fn(out["retain"]), fn(out["test"]), fn(out["forget"]), gen, mia_fit_cap,
+                                    mia_repeats)
+        name = "MIA" if signal == "confidence" else f"MIA_{signal}"
+        metrics.update({name: mean, f"{name}_std": std})
+        metrics.setdefault("MIA_n", float(n))
     return metrics
+
+
+def evaluation_warnings(metrics: dict[str, float], request: UnlearnRequest) -> list[str]:
+    """What makes a record's figures less trustworthy than they look, in words for the record."""
+    warnings = []
+    if metrics.get("MIA_n", MIN_MIA_SAMPLES) < MIN_MIA_SAMPLES:
+        warnings.append(f"MIA: each attack is fitted on only {int(metrics['MIA_n'])} members and as many non-members "
+                        f"(fewer than {MIN_MIA_SAMPLES}); its score is noisy")
+    if len(request.forget) < MIN_MIA_SAMPLES:
+        warnings.append(f"MIA: the forget set has only {len(request.forget)} samples (fewer than {MIN_MIA_SAMPLES}); "
+                        "MIA-Efficacy moves in steps of {:.1f} points".format(100 / len(request.forget)))
+    if metrics.get("diverged"):
+        warnings.append("diverged: the model produced non-finite outputs")
+    return warnings

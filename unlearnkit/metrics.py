@@ -81,11 +81,20 @@ def m_entropy(out: Outputs) -> Tensor:
     return terms.sum(-1)
 
 
+def logit_scaled_confidence(out: Outputs) -> Tensor:
+    """log(p_y / (1 − p_y)) = z_y − logsumexp_{j≠y} z_j per sample, in float64 and unbounded: LiRA's
+    and U-LiRA's statistic, KLOM's "margin" (computed in log space, so it never saturates)."""
+    z = out.logits.double()
+    others = z.scatter(1, out.labels[:, None], float("-inf")).logsumexp(1)
+    return z.gather(1, out.labels[:, None]).squeeze(1) - others
+
+
 def per_sample_loss(out: Outputs) -> Tensor:
     return F.cross_entropy(out.logits.double(), out.labels, reduction="none")
 
 
-SIGNALS = {"confidence": confidence, "entropy": entropy, "m_entropy": m_entropy, "loss": per_sample_loss}
+SIGNALS = {"confidence": confidence, "entropy": entropy, "m_entropy": m_entropy, "loss": per_sample_loss,
+           "margin": logit_scaled_confidence}
 
 GAP_METRICS = ("UA", "RA", "TA", "MIA")
 

@@ -39,14 +39,21 @@ def label(record: dict[str, Any], varying: set[str]) -> str:
     return f"{record['method']}({extra})" if extra else record["method"]
 
 
-def group(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """scenario -> method label -> records (one per seed)."""
+def varying_fields(records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """method -> the hyper-parameters that differ between its records (they label its rows)."""
     varying: dict[str, set[str]] = defaultdict(set)
     first: dict[str, dict[str, Any]] = {}
     for r in records:
         h = hparams_of(r)
         ref = first.setdefault(r["method"], h)
         varying[r["method"]] |= {k for k in h if h[k] != ref.get(k)}
+    return varying
+
+
+def group(records: list[dict[str, Any]], varying: dict[str, set[str]] | None = None
+          ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """scenario -> method label -> records (one per seed)."""
+    varying = varying if varying is not None else varying_fields(records)
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         out[r["scenario"]][label(r, varying[r["method"]])].append(r)
@@ -63,16 +70,41 @@ def order(labels: list[str]) -> list[str]:
     return sorted(labels, key=lambda l: (rank.get(l.split("(")[0], len(rank)), l))
 
 
-def gap_of_means(recs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> float:
-    """Avg. Gap as the SalUn line defines it: each metric averaged over seeds first, then the mean
-    over the task's gap metrics (UA, RA, TA, MIA for classification) of |method − Retrain|. Retrain
-    is averaged over the seeds the method ran (a grid still in progress has methods on fewer seeds),
-    or over all of its own when it shares none of them."""
+def seed_gaps(recs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> list[float]:
+    """Each seed's Avg. Gap: mean over the task's gap metrics (UA, RA, TA, MIA for classification) of
+    |method − Retrain| on the same request and seed, against this table's Retrain record of that
+    seed (the record's own `gap`, measured when it ran, where the table has none)."""
     keys = gap_metrics_of(recs[0])
-    seeds = {r["seed"] for r in recs}
-    ref = [r for r in ref if r["seed"] in seeds] or ref
-    return statistics.fmean(abs(mean_std([r["metrics"][k] for r in recs])[0] - mean_std([r["metrics"][k] for r in ref])[0])
-                            for k in keys)
+    by_seed = {r["seed"]: r for r in ref}
+    return [avg_gap(r["metrics"], by_seed[r["seed"]]["metrics"], keys) if r["seed"] in by_seed else r["metrics"]["gap"]
+            for r in recs]
+
+
+def ties_with_best(gaps: dict[str, dict[int, float]], alpha: float = 0.05) -> tuple[str | None, set[str]]:
+    """The row with the smallest mean Avg. Gap, and the rows a paired t-test over their shared
+    seeds (scipy.stats.ttest_rel) cannot tell from it at level `alpha`: with a handful of seeds,
+    two gaps a few tenths apart are often a tie, and the table says so instead of ranking noise.
+    A row sharing fewer than two seeds with the best, or with identical differences on every seed,
+    is not called a tie unless its gaps equal the best's."""
+    if not gaps:
+        return None, set()
+    best = min(gaps, key=lambda n: statistics.fmean(gaps[n].values()))
+    ties = set()
+    for name, g in gaps.items():
+        shared = sorted(set(g) & set(gaps[best]))
+        if name == best or len(shared) < 2:
+            continue
+        a, b = [gaps[best][s] for s in shared], [g[s] for s in shared]
+        diff = [y - x for x, y in zip(a, b)]
+        if all(d == diff[0] for d in diff):
+            tie = diff[0] == 0
+        else:
+            from scipy.stats import ttest_rel
+
+            tie = float(ttest_rel(b, a).pvalue) >= alpha
+        if tie:
+            ties.add(name)
+    return best, ties
 
 
 def other_models(record: dict[str, Any], retrain: list[dict[str, Any]]) -> bool:
@@ -88,41 +120,129 @@ def other_models(record: dict[str, Any], retrain: list[dict[str, Any]]) -> bool:
     return not math.isclose(gap, record["metrics"]["gap"], rel_tol=1e-9, abs_tol=1e-9)
 
 
-def markdown(records: list[dict[str, Any]]) -> str:
-    """One table per scenario: mean ± std over seeds, Avg. Gap of the means; the smallest in bold."""
+def kept(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records whose model stayed finite: a diverged run is counted, never averaged."""
+    return [r for r in recs if not r["metrics"].get("diverged")] or recs[:0]
+
+
+ULIRA_MARGIN = 5.0  # U-LiRA accuracy points above the Retrain row's at which a method counts as told apart from Retrain
+
+
+def audit_cells(audits: list[dict[str, Any]], name: str, varying: dict[str, set[str]]) -> dict[str, float] | None:
+    found = [a["audit"] for a in audits if label(a, varying[a["method"]]) == name]
+    return found[0] if found else None
+
+
+def disagreement(name: str, recs: list[dict[str, Any]], ref: list[dict[str, Any]], gold: dict[str, float],
+                 gold_ref: dict[str, float]) -> str | None:
+    """Where the SVC MIA and U-LiRA tell different stories about `name`: the MIA within two of its
+    seed stds (at least 2 points) of Retrain's while U-LiRA tells the models apart (accuracy more
+    than ULIRA_MARGIN points above the Retrain row's), or the reverse."""
+    mia, mia_sd = mean_std([r["metrics"]["MIA"] for r in recs])
+    ref_mia, ref_sd = mean_std([r["metrics"]["MIA"] for r in ref])
+    mia_like = abs(mia - ref_mia) <= max(2.0, 2 * max(mia_sd, ref_sd))
+    gold_like = gold["ULiRA"] - gold_ref["ULiRA"] <= ULIRA_MARGIN
+    if mia_like == gold_like:
+        return None
+    if mia_like:
+        return (f"{name}: the SVC MIA ({mia:.1f}) is within noise of Retrain's ({ref_mia:.1f}), but U-LiRA tells its "
+                f"models from retrained ones ({gold['ULiRA']:.1f}% vs the Retrain row's {gold_ref['ULiRA']:.1f}%)")
+    return (f"{name}: the SVC MIA ({mia:.1f}) differs from Retrain's ({ref_mia:.1f}), but U-LiRA cannot tell its models "
+            f"from retrained ones ({gold['ULiRA']:.1f}% vs the Retrain row's {gold_ref['ULiRA']:.1f}%)")
+
+
+def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+    """One table per scenario: each metric's mean ± std over seeds, MIA's spread over its attacks,
+    Avg. Gap as the mean ± std of each seed's gap to Retrain, the best gap in bold and the rows a
+    paired test over seeds cannot tell from it marked ≈. Diverged runs are listed, not averaged.
+    With `audits` (records of `unlearnkit audit`), the scenario's table gains U-LiRA and KLOM
+    columns, and the rows where the SVC MIA and U-LiRA disagree are listed under it."""
     parts = []
-    for scenario, methods in group(records).items():
-        ref = methods.get("retrain", [])
+    varying = varying_fields(list(records) + list(audits))
+    for scenario, methods in group(records, varying).items():
+        gold = [a for a in audits if a["scenario"] == scenario]
+        ref = kept(methods.get("retrain", []))
         metrics = metrics_of(next(iter(methods.values()))[0])
-        columns = (*metrics, "Avg. Gap", "RTE (× Retrain)")
-        rows, gaps, elsewhere = [], {}, False
+        spread = any("MIA_std" in r["metrics"] for recs in methods.values() for r in recs)
+        audit_columns = ("U-LiRA acc (%)", "KLOM₉₅ forget / retain / val") if gold else ()
+        columns = (*metrics, *(("MIA attack σ",) if spread else ()), *audit_columns, "Avg. Gap", "RTE (× Retrain)")
+        rows, gaps, elsewhere, flags = [], {}, False, []
+        gold_ref = audit_cells(gold, "retrain", varying) if gold else None
         for name in order(list(methods)):
-            recs = methods[name]
-            cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std([r["metrics"][k] for r in recs]) for k in metrics)]
-            gap = gap_of_means(recs, ref) if ref else float("nan")
-            if not name.startswith("retrain"):
-                gaps[name] = gap
-            rte_m, rte_s = mean_std([r["metrics"]["rte"] for r in recs])
-            diverged, flagged = sum(bool(r["metrics"].get("diverged")) for r in recs), sum(other_models(r, ref) for r in recs)
+            recs, good = methods[name], kept(methods[name])
+            cells = [f"{m:.2f} ± {s:.2f}" if good else "–" for m, s in
+                     (mean_std([r["metrics"][k] for r in good]) if good else (0, 0) for k in metrics)]
+            if spread:
+                sigmas = [r["metrics"]["MIA_std"] for r in good if "MIA_std" in r["metrics"]]
+                cells.append(f"{statistics.fmean(sigmas):.2f}" if sigmas else "–")
+            if gold:
+                a = audit_cells(gold, name, varying)
+                cells += [f"{a['ULiRA']:.1f}" if a else "–",
+                          " / ".join(f"{a.get(f'KLOM_{g}', float('nan')):.2f}" for g in ("forget", "retain", "val"))
+                          if a else "–"]
+                if a and gold_ref and good and ref and not name.startswith(("retrain", "original")):
+                    flags.append(disagreement(name, good, ref, a, gold_ref))
+            gap_cell = "–"
+            if ref and good:
+                per_seed = seed_gaps(good, ref)
+                if not name.startswith("retrain"):
+                    gaps[name] = {r["seed"]: g for r, g in zip(good, per_seed)}
+                gap_cell = "{:.2f} ± {:.2f}".format(*mean_std(per_seed))
+            rte = mean_std([r["metrics"]["rte"] for r in good]) if good else None
+            diverged, flagged = len(recs) - len(good), sum(other_models(r, ref) for r in good)
             notes = [f"{n} {what}" for n, what in ((diverged, "diverged"), (flagged, "†")) if n]
             seeds = f"{len(recs)} ({', '.join(notes)})" if notes else str(len(recs))
             elsewhere |= bool(flagged)
-            rows.append([name, *cells, f"{gap:.2f}", f"{rte_m:.2f} ± {rte_s:.2f}", seeds])
-        best = min(gaps, key=gaps.get) if gaps else None
+            rows.append([name, *cells, gap_cell, "{:.2f} ± {:.2f}".format(*rte) if rte else "–", seeds])
+        best, ties = ties_with_best(gaps)
+        at = len(columns) - 1  # the Avg. Gap cell
         header = "| method | " + " | ".join(columns) + " | seeds |"
         lines = [f"### {scenario}", "", header, "|" + "---|" * (len(columns) + 2)]
         for row in rows:
             if row[0] == best:
-                row[len(metrics) + 1] = f"**{row[len(metrics) + 1]}**"
+                row[at] = f"**{row[at]}**"
+            elif row[0] in ties:
+                row[at] = f"≈ {row[at]}"
             lines.append("| " + " | ".join(row) + " |")
         retrain_s = [r["retrain_seconds"] for recs in methods.values() for r in recs]
-        lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average. RTE = method seconds "
+        lines += ["", f"Retrain took {statistics.fmean(retrain_s):.1f} s on average. Avg. Gap: the mean over "
+                  "seeds of each seed's mean |method − Retrain| over the gap metrics, ± its std; bold: the smallest; "
+                  "≈: not distinguishable from it by a paired t-test over seeds (p ≥ 0.05). RTE = method seconds "
                   "(set-up included) / Retrain seconds on the same request and seed. \"diverged\": seeds whose "
-                  "model produced non-finite outputs (their metrics count non-finite signals as 0)."]
+                  "model produced non-finite outputs, left out of every mean."]
+        if spread:
+            lines[-1] += (" MIA: MIA-Efficacy, the mean of 5 SVC attacks each fitted on its own balanced draw "
+                          "of members and non-members; MIA attack σ: the std over those attacks (mean over seeds).")
+        if gold:
+            pool = gold[0]["pool"]
+            lines[-1] += (f" U-LiRA and KLOM: `unlearnkit audit` on seed {gold[0]['seed']}'s request, a pool of "
+                          f"{pool['models']} models per kind (the Retrain row: a second pool of retrained models, the "
+                          "audits' floor). U-LiRA acc: how often a per-example likelihood-ratio attack tells the "
+                          "method's models from retrained ones (50 = indistinguishable). KLOM₉₅: the 95th percentile of "
+                          "per-sample KL between the two pools' margin histograms (lower is closer).")
+            flags = [f for f in flags if f]
+            lines += ["", "Where the SVC MIA and U-LiRA disagree: " + ("; ".join(flags) + "." if flags else "nowhere.")]
         if elsewhere:
             lines[-1] += (" \"†\": seeds run against another Retrain or original than this table's Retrain row of "
                           "that seed (run again where the model cache held other copies: CPU training is not "
                           "bit-reproducible across machines); their Avg. Gap to that row mixes the two.")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def audit_table(audits: list[dict[str, Any]]) -> str:
+    """The audit records alone, one table per scenario (`unlearnkit audit` prints it)."""
+    varying = varying_fields(audits)
+    parts = []
+    for scenario in dict.fromkeys(a["scenario"] for a in audits):
+        rows = {label(a, varying[a["method"]]): a for a in audits if a["scenario"] == scenario}
+        lines = [f"### {scenario} (audit pool: {next(iter(rows.values()))['pool']['models']} models per kind)", "",
+                 "| method | U-LiRA acc (%) | U-LiRA AUC | per-example acc p10–p90 | KLOM₉₅ forget | KLOM₉₅ retain "
+                 "| KLOM₉₅ val |", "|---|---|---|---|---|---|---|"]
+        for name in order(list(rows)):
+            a = rows[name]["audit"]
+            lines.append(f"| {name} | {a['ULiRA']:.1f} | {a['ULiRA_auc']:.3f} | {a['ULiRA_p10']:.0f}–{a['ULiRA_p90']:.0f} "
+                         f"| {a['KLOM_forget']:.2f} | {a['KLOM_retain']:.2f} | {a['KLOM_val']:.2f} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -140,7 +260,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> Path:
         for name in order(list(methods)):
             recs = methods[name]
             x, xs = mean_std([max(r["metrics"]["rte"], 1e-4) for r in recs])
-            y = gap_of_means(recs, methods.get("retrain", recs))
+            y = statistics.fmean(seed_gaps(recs, methods.get("retrain", recs)))
             ax.errorbar(x, y, xerr=xs, fmt="o", capsize=3)
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")

@@ -20,7 +20,7 @@ import unlearnkit
 from unlearnkit.bench.report import KEY_NEUTRAL
 from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
-from unlearnkit.evaluate import evaluate, loss_histograms
+from unlearnkit.evaluate import evaluate, evaluation_warnings, loss_histograms
 from unlearnkit.method import build, check_supported
 from unlearnkit.methods.reference import Retrain
 from unlearnkit.metrics import avg_gap
@@ -81,6 +81,9 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "env": environment(next(model.parameters()).device),
         "models": {"original": fingerprint(prepared.original), "retrain": fingerprint(ref_model)},
     }
+    warnings = evaluation_warnings(metrics, prepared.request) if task.name == "classification" else []
+    if warnings:
+        record["warnings"] = warnings
     if ref_histograms is not None:  # per-sample forget / test losses, for the report's histograms
         record["loss_histograms"] = {"method": histograms_of(model, prepared), "retrain": ref_histograms}
     record["wall_seconds"] = time.perf_counter() - began
@@ -204,7 +207,11 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
                 if stopping.is_set():
                     break
                 bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
-                append_record(out, run(name, hparams, scenario, seed, cache, device=device))
+                record = run(name, hparams, scenario, seed, cache, device=device)
+                append_record(out, record)
+                if record["metrics"].get("diverged"):
+                    bar.write(f"unlearnkit bench: {name} diverged on {scenario.name} seed {seed} (non-finite outputs); "
+                              "its record is marked and left out of the tables' means")
                 bar.update()
         if stopping.is_set():
             bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "

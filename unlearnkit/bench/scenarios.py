@@ -185,7 +185,9 @@ def original_key(s: Scenario) -> str:
 
 
 def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:
-    """Load `model` from the cache under `key`, or train it with `train(model)` and save it.
+    """Load `model` from the cache under `key`, or train it and save it: `train(model)` returns the
+    trained model (`model` itself, or a new one as a method returns; its weights are then loaded
+    into `model`).
 
     The sidecar records the wall-clock seconds the training took, so ratios to Retrain stay
     meaningful when Retrain itself comes from the cache."""
@@ -195,7 +197,9 @@ def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, t
     torch.manual_seed(0)
     print(f"unlearnkit: training the {kind} model (not cached yet) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    train(model)
+    trained = train(model)
+    if trained is not model:
+        model.load_state_dict(trained.state_dict())
     meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__}
     print(f"unlearnkit: trained the {kind} model in {meta['seconds']:.1f} s; cached at {path}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
