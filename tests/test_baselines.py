@@ -77,6 +77,65 @@ def test_rl_passes_are_sequential_forget_then_retain_with_true_retain_labels(toy
     assert not targets.equal(request.labels[forget_epoch]), "forget targets must be redrawn"
 
 
+def official_rl(model: nn.Module, batches: list, lr: float, epochs: int, steps_per_epoch: int,
+                cosine: bool = False, mask: dict | None = None, restore: bool = True) -> nn.Module:
+    """The SalUn authors' RL/SalUn update (Unlearn-Saliency RL.py, after its fix #33) written with
+    torch.optim, over given batches: SGD(m=0.9, wd=5e-4); the mask multiplies the gradient and,
+    with `restore`, masked weights and their momentum are reset after every step; optionally a
+    cosine lr stepped once per epoch (CosineAnnealingLR, as the SFR-on repository's baselines)."""
+    opt = torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
+    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    for step, b in enumerate(batches):
+        opt.zero_grad()
+        F.cross_entropy(model(b.x), b.y if b.target is None else b.target).backward()
+        if mask is not None:
+            for n, p in model.named_parameters():
+                p.grad *= mask[n]
+        opt.step()
+        if mask is not None and restore:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(p * mask[n] + theta0[n] * (1 - mask[n]))
+                    opt.state[p]["momentum_buffer"] *= mask[n]
+        if sched is not None and (step + 1) % steps_per_epoch == 0:
+            sched.step()
+    return model
+
+
+@pytest.mark.parametrize("fields", [{}, {"schedule": "cosine"}, {"passes": "joint", "relabel": "once"},
+                                    {"exclude_true_label": True, "relabel": "once", "schedule": "cosine"}])
+def test_rl_ends_at_the_weights_of_the_authors_update_on_identical_batches(toy, fields):
+    method = random_label.RandomLabel(epochs=3, batch_size=32, lr=0.02, **fields)
+    torch.manual_seed(0)  # the labels come from the global RNG: draw the same batches the method will see
+    batches = list(random_label.relabelled_passes(toy.request, 32, 3, method.exclude_true_label, method.passes,
+                                                  method.relabel))
+    torch.manual_seed(0)
+    ours = method(toy.model, toy.request)
+    per_epoch = random_label.steps_per_epoch(toy.request, 32, method.passes)
+    ref = official_rl(copy.deepcopy(toy.model), batches, 0.02, 3, per_epoch, cosine=method.schedule == "cosine")
+    worst = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), ref.parameters()))
+    assert worst < 5e-7, worst
+
+
+def test_rl_joint_passes_shuffle_forget_and_retain_together_with_labels_drawn_once(toy):
+    request = toy.request
+    torch.manual_seed(0)
+    batches = list(random_label.relabelled_passes(request, 32, 2, passes="joint", relabel="once",
+                                                  exclude_true_label=True))
+    per_epoch = math.ceil((len(request.forget) + len(request.retain)) / 32)
+    assert len(batches) == 2 * per_epoch
+    mixed = [b for b in batches if torch.isin(b.idx, request.forget).any() and not torch.isin(b.idx, request.forget).all()]
+    assert mixed, "forget and retain samples share batches"
+    label_of = {}
+    for b in batches:
+        is_f = torch.isin(b.idx, request.forget)
+        assert b.target[~is_f].equal(b.y[~is_f]) and not (b.target[is_f] == b.y[is_f]).any()
+        for i, t in zip(b.idx[is_f].tolist(), b.target[is_f].tolist()):
+            assert label_of.setdefault(i, t) == t, "one label per forget sample for the whole run"
+
+
 # ---- SalUn ----------------------------------------------------------------------------------
 
 def test_saliency_mask_keeps_the_requested_fraction_of_the_largest_gradients(toy_cnn):
@@ -137,6 +196,24 @@ def test_neggrad_plus_ascends_on_the_forget_set(toy):
     retain_only = run(METHODS["neggrad+"](beta=1.0, **settings), toy)
     mixed = run(METHODS["neggrad+"](beta=0.7, **settings), toy)
     assert forget_loss(mixed, toy) > forget_loss(retain_only, toy) + 0.1
+
+
+@pytest.mark.parametrize("stage", ["update", "gradient"])
+def test_salun_ends_at_the_weights_of_the_authors_update_on_identical_batches(toy, stage):
+    method = salun.SalUn(epochs=2, batch_size=32, lr=0.02, keep=0.3, mask_stage=stage)
+    keep = salun.saliency_mask(toy.fresh(), toy.request, 0.3, 32)
+    torch.manual_seed(0)
+    batches = list(random_label.relabelled_passes(toy.request, 32, 2))
+    torch.manual_seed(0)
+    ours = method(toy.model, toy.request)
+    per_epoch = random_label.steps_per_epoch(toy.request, 32, "sequential")
+    # "update": the authors' code after its fix #33 (masked weights restored); "gradient": before it.
+    ref = official_rl(copy.deepcopy(toy.model), batches, 0.02, 2, per_epoch, mask=keep, restore=stage == "update")
+    worst = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), ref.parameters()))
+    assert worst < 5e-7, worst
+    frozen = [(p[keep[n] == 0] != q[keep[n] == 0]).any().item()
+              for (n, p), q in zip(ours.named_parameters(), toy.model.parameters())]
+    assert any(frozen) == (stage == "gradient")  # decay and momentum move frozen weights only when masking the gradient
 
 
 # ---- SCRUB ----------------------------------------------------------------------------------

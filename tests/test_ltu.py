@@ -145,3 +145,22 @@ def test_fields_are_validated():
     for bad in (dict(retain_fraction=0.0), dict(mi_features=("softmax",)), dict(query_split="odd"), dict(steps=0)):
         with pytest.raises(ValueError):
             LTU(**bad)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mi_heads_see_one_batchnorm_mode_when_fitted_and_applied(toy_cnn, mode, monkeypatch):
+    """Every logit the MI heads see, when they are fitted and when they judge a forget batch, comes
+    from a forward whose BatchNorm ran in `mi_mode`: the event just before each `signal` call is
+    the forward that produced its logits."""
+    from unlearnkit.methods import ltu as L
+
+    events = []
+    model = toy_cnn.fresh()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.register_forward_hook(lambda m, args, out: events.append(m.training))
+    real_signal = L.signal
+    monkeypatch.setattr(L, "signal", lambda *a: events.append("signal") or real_signal(*a))
+    LTU(steps=2, batch_size=16, mi_mode=mode, mi_steps=5)(model, toy_cnn.request)
+    produced = [events[i - 1] for i, e in enumerate(events) if e == "signal"]
+    assert len(produced) == 2 + 2 * 2  # fitting (members, non-members) + support and query forget batches per step
+    assert all(p is (mode == "train") for p in produced), produced

@@ -100,3 +100,22 @@ def test_fields_are_validated():
         LUR(inner="both")
     with pytest.raises(ValueError):
         LUR(trim_sparsity=1.5)
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_random_relabelling_never_picks_the_true_label_unless_asked(exclude, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randn(120, 4, generator=g), torch.randint(0, 3, (120,), generator=g))
+    request = UnlearnRequest(data, torch.arange(60), 3)
+    seen = []
+    original = LUR.objective
+
+    def spy(self, model, request, pair, targets):
+        seen.append((pair.forget.y.clone(), targets.clone()))
+        return original(self, model, request, pair, targets)
+
+    monkeypatch.setattr(LUR, "objective", spy)
+    LUR(epochs=3, batch_size=8, exclude_true_label=exclude)(nn.Linear(4, 3), request)
+    y, t = torch.cat([s[0] for s in seen]), torch.cat([s[1] for s in seen])
+    assert len(y) == 180
+    assert (y == t).any() != exclude  # excluded: never; over all K classes: about 1 in K

@@ -75,7 +75,18 @@ def test_fisher_diagonal_is_mean_of_squared_batch_mean_gradients():
     for b in batches:  # d mean CE / dW = (softmax(x Wᵀ) − onehot(y))ᵀ x / B
         err = (b.x @ net.weight.detach().T).softmax(-1) - F.one_hot(b.y, 3).float()
         want += (err.T @ b.x / len(b)) ** 2 / len(batches)
-    torch.testing.assert_close(fisher_diagonal(net, tiny_request(), batches)["weight"], want)
+    torch.testing.assert_close(fisher_diagonal(net, batches, lambda b: F.cross_entropy(net(b.x), b.y))["weight"], want)
+
+
+def test_fisher_clip_scales_each_batch_gradient_before_squaring():
+    net = nn.Linear(2, 3, bias=False)
+    batches = [Batch(b.x[:, :2], b.y, b.idx) for b in (batch(4, 1), batch(6, 2))]
+    loss = lambda b: 100 * F.cross_entropy(net(b.x), b.y)  # noqa: E731  (large gradients: the clip acts)
+    want = torch.zeros(3, 2)
+    for b in batches:
+        g = torch.autograd.grad(loss(b), net.weight)[0]
+        want += (g / g.norm()) ** 2 / len(batches)  # each batch's gradient at norm 1, squared
+    torch.testing.assert_close(fisher_diagonal(net, batches, loss, clip=1.0)["weight"], want)
 
 
 def test_forget_step_moves_only_masked_weights_without_momentum_and_decay():
@@ -147,7 +158,7 @@ def test_loop_matches_official_style_reference():
 def test_fisher_cache_reuses_and_invalidates(monkeypatch):
     calls = []
     real = sfron.fisher_diagonal
-    monkeypatch.setattr(sfron, "fisher_diagonal", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(sfron, "fisher_diagonal", lambda *a, **k: calls.append(1) or real(*a, **k))
     sfron.FISHER_CACHE.clear()
     method, request, net = SFROn(batch_size=8), tiny_request(), model()
     method.fishers(net, request)

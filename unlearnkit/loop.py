@@ -72,6 +72,18 @@ def checking(callbacks: Iterable[Any]) -> Iterator[None]:
         notify(callbacks, "on_check", time.perf_counter() - start)
 
 
+@contextmanager
+def in_mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
+    """`model` in train or eval mode inside the block; every module's own flag is restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def frozen_batchnorm(model: nn.Module) -> None:
     """Train mode (Dropout active) with every BatchNorm in eval mode (running statistics frozen)."""
     model.train()

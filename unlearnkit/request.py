@@ -21,7 +21,7 @@ from unlearnkit.data import Augment, labels_of, take
 from unlearnkit.loop import notify
 from unlearnkit.tasks import Classification, Forward, Task
 
-Split = Literal["forget", "retain"]
+Split = Literal["forget", "retain", "all"]  # "all": forget and retain together (never `excluded`)
 
 
 class RequestError(ValueError):
@@ -124,8 +124,10 @@ class UnlearnRequest:
         return keep.nonzero().flatten()
 
     def indices(self, split: Split) -> Tensor:
-        if split not in ("forget", "retain"):
-            raise RequestError(f"split must be 'forget' or 'retain', got {split!r}")
+        if split not in ("forget", "retain", "all"):
+            raise RequestError(f"split must be 'forget', 'retain' or 'all', got {split!r}")
+        if split == "all":
+            return torch.cat([self.forget, self.retain]).sort().values
         return self.forget if split == "forget" else self.retain
 
     def loss(self, forward: Forward, b: Batch, target: Tensor | None = None, reduction: str = "mean") -> Tensor:
@@ -154,7 +156,7 @@ class UnlearnRequest:
                 augment: bool = True, salt: int = 0) -> Iterator[Batch]:
         """`epochs` passes over one split in (shuffled) batches."""
         idx = self.indices(split)
-        gen = self.generator(2 * salt + (1 if split == "forget" else 0))  # no two (salt, split) collide
+        gen = self.generator(2 * salt + {"retain": 0, "forget": 1, "all": 2 * 10**9}[split])  # no two (salt, split) collide
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=gen)] if shuffle else idx
             for chunk in order.split(batch_size):

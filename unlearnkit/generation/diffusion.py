@@ -83,6 +83,15 @@ def remap_loss(forward: Forward, x: Tensor, y: Tensor, target: Tensor, schedule:
     return _reduce((forward(x_t, t, y) - goal).pow(2).flatten(1).mean(1), reduction)
 
 
+def guided_denoising_loss(forward: Forward, x: Tensor, y: Tensor, schedule: Schedule, guidance: float,
+                          reduction: str = "mean") -> Tensor:
+    """‖ε − ε̂_w(x_t, t, y)‖² per sample (pixel mean) with the classifier-free-guided prediction
+    ε̂_w = (1 + w)·ε(x_t, t, y) − w·ε(x_t, t, ∅) (`guided_eps`): every label kept, none dropped.
+    SFR-on's official DDPM code estimates its Fisher on this output (w = 2)."""
+    x_t, t, noise = noised(x, schedule)
+    return _reduce((guided_eps(forward, x_t, t, y, guidance) - noise).pow(2).flatten(1).mean(1), reduction)
+
+
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "none":
         return per_sample

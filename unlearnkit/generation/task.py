@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of, take
-from unlearnkit.generation.diffusion import Schedule, denoising_loss, remap_loss, sample
+from unlearnkit.generation.diffusion import Schedule, denoising_loss, guided_denoising_loss, remap_loss, sample
 from unlearnkit.registry import TASKS
 from unlearnkit.tasks import Forward
 
@@ -80,6 +80,11 @@ class Generation:
         if target is not None:
             return remap_loss(forward, x, y, target, self.noise, reduction)
         return denoising_loss(forward, x, y, self.noise, self.p_uncond, reduction)
+
+    def guided_loss(self, forward: Forward, x: Tensor, y: Tensor, guidance: float, reduction: str = "mean") -> Tensor:
+        """The denoising loss of the classifier-free-guided prediction at scale `guidance`
+        (`diffusion.guided_denoising_loss`; no label is dropped)."""
+        return guided_denoising_loss(forward, x, y, self.noise, guidance, reduction)
 
     def check_model(self, model: nn.Module, example: Tensor, num_classes: int) -> None:
         """The model must map (x_t, t, y) to a noise prediction of x_t's shape."""

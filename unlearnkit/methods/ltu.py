@@ -1,25 +1,34 @@
 """LTU: Learning to Unlearn for Robust Machine Unlearning (Huang, Foo, Liu, ECCV 2024, arXiv 2407.10494), reconstructed.
 
-No code was released and only the abstract and summaries were available, so the algorithm is the
-MLDG-style reading of specs/ltu-lur-pgu.md §2.2 and every open choice (its §2.2 list) is a field,
-all defaults unverified:
+No code was released, and the paper's body could not be read offline (its abstract and
+third-party summaries only), so no value below is the paper's: the algorithm is an MLDG-style
+reading of the abstract ("meta-optimization ... with only a small subset of the remaining set",
+"gradient harmonization"), and every open choice is a field whose default is our choice, said why:
 
 1. Support/query (`query_split`): two disjoint random batches of the retain subset D̂_r per step
-   ("random"), or batches from two random halves of its classes ("class"). D_f is not in the
-   remembering task. D̂_r is drawn once from D_r with `request.generator` (`retain_fraction`/`retain_count`).
-2. MI models (`mi_heads`, `mi_features`, `mi_hidden`, `mi_steps`, `mi_refit_every`): K two-layer MLPs on
-   standardised per-sample signals of the model's softmax (default: the 3 largest log-probabilities
-   and the loss), each fitted on its own bootstrap of members = D̂_r vs non-members = `request.val` (held
-   out, never the test set; balanced by subsampling), on eval-mode outputs; frozen afterwards unless
-   re-fitted every `mi_refit_every` steps. Without `request.val` there is no non-member data: the MI
-   term is dropped with a warning, and `extra_forget` must then be set.
+   ("random"), or batches from two random halves of its classes ("class"). D̂_r is drawn once from
+   D_r with `request.generator` (`retain_fraction`/`retain_count`). Some summaries of the paper
+   build the meta-tune support from D_f and sum several retain query losses; that variant is not
+   offered.
+2. MI models (`mi_heads`, `mi_features`, `mi_hidden`, `mi_steps`, `mi_refit_every`, `mi_mode`): K
+   two-layer MLPs on standardised per-sample signals of the model's softmax (default: the 3 largest
+   log-probabilities and the loss), each fitted on its own bootstrap of members = D̂_r vs
+   non-members = `request.val` (held out, never the test set; balanced by subsampling); frozen
+   afterwards unless re-fitted every `mi_refit_every` steps. The heads are fitted and applied on
+   forwards in one mode (`mi_mode`, eval by default: BatchNorm on running statistics), so what
+   they judge is what they were trained on. Without `request.val` there are no non-members: the
+   MI term is dropped with a warning, and `extra_forget` must then be set.
 3. Audit set: D_f itself, with the request's augmentation when `audit_augment`.
-4. Extra explicit forgetting loss (`extra_forget`): none by default; "ascent" (−CE) or "random_label".
-5. Gradient Harmonization (`symmetric`, `per_layer`): one-sided PCGrad protecting remembering, on the
-   flattened model gradient, by default.
+4. Extra explicit forgetting loss (`extra_forget`): none by default (the abstract names only the
+   MI feedback); "ascent" (−CE) or "random_label".
+5. Gradient Harmonization (`symmetric`, `per_layer`): PCGrad (Yu et al. 2020) made one-sided so
+   that remembering is protected, on the flattened model gradient, by default.
 6. Meta-gradient (`first_order`): second order by default (double backward through the inner step).
-7. |D̂_r|: 20% of D_r by default (with 10% the toy MLP had 36 samples: heads and remembering too noisy).
-8. α, β, λ, optimiser and steps: guesses (SGD with momentum, the SalUn-line outer optimiser).
+7. |D̂_r|: 20% of D_r by default (at 10% the toy MLP had 36 samples: heads and remembering too noisy).
+8. Outer optimiser SGD with momentum 0.9, weight decay 5e-4 and lr 0.01: the SalUn-line baselines'
+   (OPTML-Group/Unlearn-Saliency `arg_parser.py`); α (inner_lr) = lr (MLDG's convention);
+   β = λ = 1 (no preference); 100 steps of batch 64 (≈ 2 passes over a 10% forget set of CIFAR-10's
+   45k, as the baselines' ~10 forget epochs are ~5% of training): our choices.
 
 One step: θ' = θ − α∇CE(θ; S_r), L_rem = CE(θ; S_r) + β CE(θ'; Q_r); θ'' = θ − α∇L_f(θ; S_f),
 L_fgt = L_f(θ; S_f) + β L_f(θ''; Q_f) with L_f = mean_k BCE(M_k(signal), non-member) [+ extra];
@@ -40,7 +49,7 @@ from torch import Tensor, nn
 
 from unlearnkit import transforms as T
 from unlearnkit.data import take
-from unlearnkit.loop import call, fit, trainable, virtual_step
+from unlearnkit.loop import call, fit, in_mode, trainable, virtual_step
 from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.metrics import outputs
 from unlearnkit.models import device_of
@@ -81,6 +90,8 @@ class LTU:
         lr: outer SGD learning rate.
         momentum: outer SGD momentum.
         weight_decay: outer SGD weight decay.
+        mi_mode: the mode of the forwards the MI heads see, when fitted and when applied: "eval"
+            (BatchNorm running statistics) or "train" (each batch's statistics).
     """
 
     retain_fraction: float = hp(0.2, gt=0, le=1, search=Range(0.05, 0.5, log=True))
@@ -104,6 +115,7 @@ class LTU:
     lr: float = hp(0.01, gt=0, search=Range(1e-3, 0.1, log=True))
     momentum: float = hp(0.9, ge=0, lt=1)
     weight_decay: float = hp(5e-4, ge=0)
+    mi_mode: Literal["eval", "train"] = "eval"
 
     def __post_init__(self) -> None:
         unknown = set(self.mi_features) - set(SIGNALS)
@@ -140,7 +152,9 @@ class LTU:
         state = {"heads": refit() if refit else None, "step": 0}
 
         def forget_loss(p, b: Batch) -> Tensor:
-            logits, heads = call(model, p, b.x), state["heads"]
+            with in_mode(model, self.mi_mode == "train"):  # the mode the heads were fitted in
+                logits = call(model, p, b.x)
+            heads = state["heads"]
             loss = logits.new_zeros(())
             if heads is not None:
                 member_logits = heads(signal(logits, b.y, self.mi_features))
@@ -232,10 +246,23 @@ class MIHeads(nn.Module):
         return torch.cat([head(z[:, k]) for k, head in enumerate(self.heads)], 1)
 
 
+@torch.no_grad()
+def logits_in_mode(model: nn.Module, x: Tensor, train: bool, batch_size: int) -> Tensor:
+    """The model's logits on `x`, in eval mode (`metrics.outputs`), or in train mode chunk by chunk
+    of `batch_size` (BatchNorm on each chunk's statistics, as in a training forward; the model's
+    running statistics are not touched)."""
+    if not train:
+        return outputs(model, x)
+    params, device = trainable(model), device_of(model)
+    with in_mode(model, True):
+        return torch.cat([call(model, params, c.to(device)).float().cpu() for c in x.split(batch_size)])
+
+
 def fit_mi_heads(model: nn.Module, members: tuple[Tensor, Tensor], nonmembers: tuple[Tensor, Tensor],
                  cfg: LTU, gen: torch.Generator) -> MIHeads:
     """Fit `cfg.mi_heads` heads, each on its own bootstrap of members (1) vs non-members (0); frozen."""
-    s = torch.cat([signal(outputs(model, x), y, cfg.mi_features) for x, y in (members, nonmembers)])
+    s = torch.cat([signal(logits_in_mode(model, x, cfg.mi_mode == "train", cfg.batch_size), y, cfg.mi_features)
+                   for x, y in (members, nonmembers)])
     target = torch.cat([torch.ones(len(members[1])), torch.zeros(len(nonmembers[1]))])
     heads = MIHeads(s.shape[1], cfg.mi_heads, cfg.mi_hidden, s.mean(0), s.std(0).clamp_min(1e-6))
     boot = torch.randint(len(s), (len(s), cfg.mi_heads), generator=gen)  # column k: head k's sample
