@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 
 import pytest
@@ -176,7 +177,7 @@ def test_val_gap_guard_stops_a_collapse_and_keeps_the_previous_epoch(monkeypatch
     assert run(falling, 5.0) == ([False, False, True], 1.0)  # 10 points down: stop, previous epoch kept
     assert run(falling, None) == ([False, False, False], 2.0)  # the official rule alone runs on
     assert run(falling, 15.0) == ([False, False, False], 2.0)
-    assert P.PGU().val_guard and P.PGU(val_guard=False).val_guard is False
+    assert P.PGU().val_guard is False and P.PGU(val_guard=True).val_guard  # the official rule alone by default
 
 
 def test_val_gap_stops_at_the_first_crossing(monkeypatch):
@@ -198,6 +199,37 @@ def test_val_gap_stops_at_the_first_crossing(monkeypatch):
     assert gap(P.PGU(tau=0.5, epochs=50, stop="none")(copy.deepcopy(model), r)) > seen[-1]
     with pytest.raises(ValueError, match="val"):
         method(copy.deepcopy(model), UnlearnRequest(r.train, r.forget, r.num_classes))
+
+
+def test_when_val_gap_never_fires_the_request_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    centres, y = torch.randn(4, 8) * 1.5, torch.randint(0, 4, (500,))
+    data = ArrayDataset(centres[y] + torch.randn(500, 8), y)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    train_model(model, data, torch.arange(400), Recipe(epochs=20, lr=0.05, batch_size=32), seed=0)
+    train = data.select(torch.arange(400))
+    correct = (predict(model, train).logits.argmax(-1) == train.y).nonzero().flatten()
+    r = UnlearnRequest(train, correct[::10], 4, val=data.select(torch.arange(400, 500)))
+    slow = dict(epochs=2, lr_start=1e-6, lr_end=1e-6, stop="val_gap")  # too little to cross: the rule never fires
+    official = P.PGU(**slow)(model, r)
+    assert all(torch.equal(a, b) for a, b in zip(official.state_dict().values(), model.state_dict().values()))
+    last = P.PGU(**slow, if_no_stop="last")(model, r)
+    assert not all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), model.state_dict().values()))
+
+
+def test_class_requests_get_the_official_class_configuration(toy_cnn):
+    random_request = dataclasses.replace(toy_cnn.request, classes=())
+    cls, rnd = P.PGU().resolved(toy_cnn.request), P.PGU().resolved(random_request)
+    assert (cls.config, cls.tau, cls.k_plus_one, cls.batch_size, cls.shuffle, cls.stats_augment) == \
+        ("class", 0.9, True, 100, True, True)
+    assert (rnd.config, rnd.tau, rnd.k_plus_one, rnd.batch_size, rnd.shuffle, rnd.stats_augment) == \
+        ("random", 0.95, False, 128, False, False)
+    assert P.PGU(tau=0.8, batch_size=64).resolved(toy_cnn.request).tau == 0.8  # a set field wins
+    assert P.PGU(config="random").resolved(toy_cnn.request).k_plus_one is False
+    taus = cls._taus(toy_cnn.model)
+    first = next(iter(taus))
+    assert taus[first] == 0.95 and all(t == 0.9 for k, t in taus.items() if k != first)  # the stem stays at 0.95
+    assert P.PGU().epochs == 99  # the official 100-epoch loop whose epoch 0 only evaluates
 
 
 def test_check_every_evaluates_the_rule_after_every_kth_and_the_last_epoch(monkeypatch):

@@ -2,19 +2,21 @@
 
 For every projected layer `y = W x` (Linear, or Conv2d seen as a matrix on unfolded patches) the
 statistics are the uncentred, unnormalised covariance C = Σ x xᵀ of its inputs, keyed by the layer's
-weight name: each batch's product in the model's dtype (float32 matmul is ~2× float64 on a CPU, and
-this pass is PGU's main set-up cost), summed over batches in float64. A retain basis is the top-k
-eigenvectors of a covariance, with k set by an energy threshold τ. Choices (see
-specs/ltu-lur-pgu.md §1.3, §1.8):
+weight name: each batch's product in float32 by default (float32 matmul is ~2× float64 on a CPU, and
+this pass is PGU's main set-up cost; `precision="float64"` as the official code), summed over
+batches in float64. A retain basis is the top-k eigenvectors of a covariance, with k set by an
+energy threshold τ. Choices:
 
 - forward hooks, so any `nn.Module` works; Linear inputs are rows (tokens too: `(..., d)` → rows);
   Conv2d inputs are unfolded with the layer's kernel size, padding and dilation at stride 1, as the
   official code does even for strided convs (it only rescales C; the official code ignores dilation).
   Grouped or string-padded convs and every other layer type are not projected.
-- one mode for every pass: eval (Dropout off, BatchNorm running statistics), no augmentation.
-  The official code puts Dropout on and augments for the full pass only, so its C_full − C_forget
-  is not the retain covariance; here it is, up to the rounding of each batch's product.
-- eigenvalues of a difference of covariances are clamped at 0 before any square root.
+- one mode for every pass: eval (Dropout off, BatchNorm running statistics), as the official code
+  (which sets Dropout on, but torchvision's feature extractor then puts every module back in eval).
+  Augmentation applies to both passes or to neither (PGU's `stats_augment`), so C_full − C_forget is
+  the retain covariance; the official random-forgetting script augments the full pass only.
+- eigenvalues of a difference of covariances are clamped at 0 before any square root (the
+  official `torch.svd` counts a negative one as |λ|).
 - statistics are keyed by `statistics_key` (weights + buffers, dataset, excluded ids) and kept in a
   small in-process cache (`cached_statistics`, `remember`), optionally in a safetensors file.
 """
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, atomic_write, digest
-from unlearnkit.data import fingerprint, take
+from unlearnkit.data import Augment, fingerprint, take
 from unlearnkit.models import weights_fingerprint
 from unlearnkit.request import UnlearnRequest
 
@@ -61,19 +63,27 @@ def layer_rows(module: nn.Module, x: Tensor) -> Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def _accumulate(stats: Stats, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
+Precision = Literal["float32", "float64"]
+
+
+def _accumulate(stats: Stats, name: str, precision: Precision, module: nn.Module, args: tuple, output: Tensor) -> None:
     rows = layer_rows(module, args[0].detach())
-    stats[name] += (rows.T @ rows).double()  # each batch's product in the model's dtype, the sum in float64
+    if precision == "float64":
+        rows = rows.double()
+    stats[name] += (rows.T @ rows).double()  # each batch's product in `precision`, the sum in float64
 
 
 @torch.no_grad()
-def covariance(model: nn.Module, inputs: Iterable[Tensor]) -> Stats:
-    """Σ x xᵀ of every projected layer's inputs over `inputs` (batches), in eval mode, float64."""
+def covariance(model: nn.Module, inputs: Iterable[Tensor], precision: Precision = "float32") -> Stats:
+    """Σ x xᵀ of every projected layer's inputs over `inputs` (batches), in eval mode, summed in
+    float64; each batch's product in `precision` (float32: ~2× faster on a CPU; the official code's
+    float64 gives the same bases in our checks)."""
     device = next(model.parameters()).device
     layers = projected_layers(model)
     stats = {weight_name(n): torch.zeros(m.weight[0].numel(), m.weight[0].numel(), dtype=torch.float64,
                                          device=device) for n, m in layers.items()}
-    handles = [m.register_forward_hook(partial(_accumulate, stats, weight_name(n))) for n, m in layers.items()]
+    handles = [m.register_forward_hook(partial(_accumulate, stats, weight_name(n), precision))
+               for n, m in layers.items()]
     was = model.training
     model.eval()
     try:
@@ -86,12 +96,17 @@ def covariance(model: nn.Module, inputs: Iterable[Tensor]) -> Stats:
     return stats
 
 
-def full_statistics(model: nn.Module, dataset: Dataset, idx: Tensor | None = None,
-                    batch_size: int = 256) -> Stats:
-    """The one-off pass: covariances of every projected layer over `dataset[idx]` (all when None)."""
+def full_statistics(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch_size: int = 256,
+                    augment: Augment | None = None, gen: torch.Generator | None = None,
+                    precision: Precision = "float32") -> Stats:
+    """The one-off pass: covariances of every projected layer over `dataset[idx]` (all when None),
+    each batch augmented by `augment` (drawing from `gen`) when given."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
-    return covariance(model, (take(dataset, chunk)[0] for chunk in idx.split(batch_size)))
+    batches = (take(dataset, chunk)[0] for chunk in idx.split(batch_size))
+    if augment is not None:
+        batches = (augment(x, gen if gen is not None else torch.Generator().manual_seed(0)) for x in batches)
+    return covariance(model, batches, precision)
 
 
 def energy_rank(eigenvalues: Tensor, tau: float, energy: Energy = "sigma", plus_one: bool = False) -> int:
@@ -123,13 +138,15 @@ def retain_bases(stats: Stats, taus: dict[str, float], energy: Energy = "sigma",
     return bases
 
 
-def statistics_key(model: nn.Module, dataset: Dataset, excluded: Tensor) -> str:
+def statistics_key(model: nn.Module, dataset: Dataset, excluded: Tensor, augment: bool = False,
+                   precision: Precision = "float32") -> str:
     """What statistics describe: these exact weights and buffers, this dataset, these ids left out.
 
     The dataset is identified by `data.fingerprint` (cheap, and enough to tell datasets of one run
     apart); `excluded` is order-free.
     """
-    return digest(weights_fingerprint(model), fingerprint(dataset), excluded.sort().values)
+    return digest(weights_fingerprint(model), fingerprint(dataset), excluded.sort().values,
+                  *(("augmented",) if augment else ()), *(("float64",) if precision == "float64" else ()))
 
 
 def save_statistics(stats: Stats, path: str | Path, key: str) -> None:
@@ -164,16 +181,17 @@ def remember(key: str, stats: Stats) -> None:
 
 
 def cached_statistics(model: nn.Module, request: UnlearnRequest, batch_size: int = 256,
-                      path: str | None = None) -> Stats:
+                      path: str | None = None, augment: bool = False, precision: Precision = "float32") -> Stats:
     """C_full for this model and request: from the in-process cache, else `path`, else computed
-    over every non-excluded training sample (and then written to `path` if given)."""
-    key = statistics_key(model, request.train, request.excluded)
+    over every non-excluded training sample (augmented by `request.augment` when `augment`), and
+    then written to `path` if given."""
+    key = statistics_key(model, request.train, request.excluded, augment, precision)
     stats = STATISTICS_CACHE.get(key)
     if stats is None and path is not None:
         stats = load_statistics(path, key)
     if stats is None:
         stats = full_statistics(model, request.train, torch.cat([request.retain, request.forget]).sort().values,
-                                batch_size)
+                                batch_size, request.augment if augment else None, request.generator(31), precision)
         if path is not None:
             save_statistics(stats, path, key)
     remember(key, stats)

@@ -1,7 +1,8 @@
 """∇τ: τ-gated gradient ascent on the forget set, mixed with descent on the retain set.
 
 Trippa et al., "∇τ: Gradient-based and Task-Agnostic machine Unlearning", arXiv 2403.14339;
-the loop follows the authors' notebook `dnl-trpp/Nabla-Tau/Unlearning_main_Cifar10.ipynb`.
+the loop follows the authors' notebook `Unlearning_main_Cifar10.ipynb` (dnl-trpp/Nabla-Tau at
+1012093), read cell by cell: the only differences are the guards below.
 Every step pairs a forget batch with a retain batch and minimises
 
     L = α · ReLU(τ − L_f)² + (1 − α) · L_r,
@@ -20,8 +21,8 @@ Deliberate choices and deviations:
   fraction the rule would give α0 > 0.5, and beyond 60% 1 − α0 < 0 would ascend on the retain set.
 - The retain stream restarts every n_R // n_F forget epochs as in the notebook, but it reshuffles
   instead of running dry when n_R < n_F (forget sets above half the data; the notebook crashes).
-- τ is always measured in eval mode without gradients, also with `bn_mode="train"` (the sweep
-  notebook's train-mode forwards would update BatchNorm statistics on held-out data).
+- τ is always measured in eval mode without gradients, also with `bn_mode="train"`, as every
+  notebook does (`net.eval()` before `compute_moments`).
 - `two_sided=True` is the NLP notebook's ReLU((τ − L_f)²), which also pulls L_f back down to τ.
 - `max_forget_epochs` is the split-and-alpha notebook's cap on E (80 there; None here, as the main
   notebooks).
