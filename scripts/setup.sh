@@ -9,7 +9,7 @@ quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import unlearnkit, torch, sklearn, safetensors, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import unlearnkit, torch, sklearn, safetensors, scipy, optuna, pytest" 2>/dev/null; then
   quiet .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" \
     || quiet .venv/bin/pip install -q --disable-pip-version-check "torch>=2.2,<=2.14.1"
   quiet .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -17,6 +18,7 @@ from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to OpenMP stalls when the other core is busy
+os.environ.setdefault("UNLEARNKIT_MODELS", "")  # hermetic: no committed model store unless a test asks for one
 
 
 @dataclass

@@ -389,3 +389,25 @@ def test_report_marks_seeds_measured_against_another_retrain():
     text = report.markdown(new)  # fingerprints decide when both records keep them, the original's included
     assert "| 1 |" in next(line for line in text.splitlines() if line.startswith("| ga |"))
     assert next(line for line in text.splitlines() if line.startswith("| ft |")).endswith("| 1 (1 †) |")
+
+
+def test_a_model_store_serves_the_committed_models_and_refuses_tampered_ones(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    monkeypatch.setenv("UNLEARNKIT_STORE_MODELS", str(store))
+    first = runner.run("ft", {"epochs": 1}, Scenario("digits", "random:0.1"), 0, tmp_path / "cache1")
+    monkeypatch.delenv("UNLEARNKIT_STORE_MODELS")
+    assert sorted(p.name.split("-")[0] for p in store.glob("*.safetensors")) == ["original", "retrain"]
+    capsys.readouterr()
+    monkeypatch.setenv("UNLEARNKIT_MODELS", str(store))
+    again = runner.run("ft", {"epochs": 1}, Scenario("digits", "random:0.1"), 0, tmp_path / "cache2")  # an empty cache
+    assert "training the" not in capsys.readouterr().err  # nothing trained: both models came from the store
+    assert again["models"] == first["models"] and again["metrics"]["UA"] == first["metrics"]["UA"]
+    from safetensors.torch import load_file, save_file
+
+    original = next(store.glob("original-*.safetensors"))  # tampered with: its sidecar's fingerprint no longer fits
+    state = load_file(str(original))
+    state = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(original))
+    prepare(Scenario("digits", "random:0.1"), 0, tmp_path / "cache4")
+    err = capsys.readouterr().err
+    assert "do not match the fingerprint" in err and "training the original" in err

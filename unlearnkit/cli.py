@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tomllib
 import typing
@@ -103,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, default=None, help="also write the Markdown report here")
     b.add_argument("--plot", type=Path, default=None, help="also write the Avg. Gap vs time plot (PNG) here")
     b.add_argument("--histograms", type=Path, default=None, help="also write per-sample loss histograms (PNG) here")
+    b.add_argument("--store-models", type=Path, default=None, metavar="DIR",
+                   help="also write every original and Retrain the grid uses into DIR (a store the tables sit on, "
+                        "e.g. benchmarks/models; read back through $UNLEARNKIT_MODELS, or automatically there)")
+    t = sub.add_parser("tune", help="the same hyper-parameter search for every method, on a validation request")
+    t.add_argument("method", nargs="?", default=None, help="the method to tune (or --grid)")
+    t.add_argument("--grid", type=Path, default=None, help="tune every method of every scenario of this grid")
+    scenario_args(t)
+    t.add_argument("--trials", type=int, default=16, help="trials per method (the first: its defaults)")
+    t.add_argument("--timeout", type=float, default=600.0, help="wall-clock cap per method, seconds")
+    t.add_argument("--objective", default="gap", choices=["gap", "retrain-free"])
+    t.add_argument("--space", action="append", default=[], metavar="FIELD=LOW:HIGH[:log] | FIELD=A,B",
+                   help="search this range or these choices for a field (repeatable)")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="fix a field (repeatable)")
+    t.add_argument("--methods", default="", help="with --grid: comma-separated methods to tune")
+    t.add_argument("--reported-seeds", default="0,1,2", help="seeds the tables report (the validation request avoids "
+                                                            "their forget sets; a grid's own seeds with --grid)")
+    t.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite file beside --out)")
+    t.add_argument("--out", type=Path, required=True, help="tuning records JSONL (appended)")
+    t.add_argument("--device", default=None)
     a = sub.add_parser("audit", help="gold-standard audits (U-LiRA, KLOM) of a grid's methods from one pool of models")
     a.add_argument("grid", type=Path)
     a.add_argument("--out", type=Path, required=True, help="audit records JSONL (appended; finished audits are skipped)")
@@ -177,6 +197,67 @@ def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
     return jobs
 
 
+def tuned_jobs(path: Path, jobs: list[tuple[str, dict[str, Any], Scenario, int]]
+               ) -> tuple[list[tuple[str, dict[str, Any], Scenario, int]], dict[str, dict[str, Any]]]:
+    """The grid's jobs plus, when the grid names a `tuned` file (relative to the grid), one tuned
+    variant of every method and scenario that file has a search for (the grid's fields, the
+    searched ones replaced by the best values found); and, per tuned job's record key, what its
+    record gains: {"variant": "tuned", "tuning": {trials, seconds, ratio to the validation Retrain}}."""
+    from unlearnkit.bench.tune import tuned_search
+
+    name = tomllib.loads(path.read_text()).get("tuned")
+    if not name:
+        return jobs, {}
+    extra, variants, seen = [], {}, set()
+    for method, hp, scenario, seed in jobs:
+        if (method, scenario.name) in seen:
+            continue
+        seen.add((method, scenario.name))
+        search = tuned_search(path.parent / name, method, scenario)
+        if search is None:
+            continue
+        tuning = {"trials": search["trials"], "seconds": search["seconds"],
+                  "rte": search["seconds"] / search["retrain_seconds"], "objective": search["objective"]}
+        for s in sorted({j[3] for j in jobs if j[2] == scenario}):
+            job = (method, {**hp, **search["best"]}, scenario, s)
+            extra.append(job)
+            variants[record_key(*job)] = {"variant": "tuned", "tuning": tuning}
+    return jobs + extra, variants
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from unlearnkit.bench.tune import tune
+    from unlearnkit.method import search_space
+
+    fixed = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        fixed[field] = json.loads(value)
+    if args.grid:
+        chosen = {m for m in args.methods.split(",") if m}
+        jobs = grid_jobs(args.grid)
+        seeds = sorted({j[3] for j in jobs})
+        todo: dict[tuple[str, str], tuple[str, dict[str, Any], Scenario]] = {}
+        for name, hp, scenario, _ in jobs:
+            if METHODS.meta(name)["family"] == "reference" or (chosen and name not in chosen):
+                continue
+            searched = set(search_space(METHODS[name]))
+            todo.setdefault((name, scenario.name), (name, {k: v for k, v in hp.items() if k not in searched}, scenario))
+        for name, hp, scenario in todo.values():
+            tune(name, scenario, args.trials, args.timeout, args.out, args.storage, args.objective, {**hp, **fixed},
+                 args.space, seeds, args.cache, args.device)
+        return 0
+    if not args.method:
+        raise ValueError("name a METHOD to tune, or give --grid")
+    scenario = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
+    seeds = [int(s) for s in args.reported_seeds.split(",") if s]
+    rec = tune(args.method, scenario, args.trials, args.timeout, args.out, args.storage, args.objective, fixed,
+               args.space, seeds, args.cache, args.device)
+    print(json.dumps({k: rec[k] for k in ("method", "scenario", "objective", "trials", "seconds", "default_value",
+                                          "best_value", "best")}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -221,10 +302,12 @@ def dispatch(args: argparse.Namespace) -> int:
             return 3
         return 0
     if args.command == "bench":
-        jobs = grid_jobs(args.grid)
+        if args.store_models:
+            os.environ["UNLEARNKIT_STORE_MODELS"] = str(args.store_models)
+        jobs, variants = tuned_jobs(args.grid, grid_jobs(args.grid))
         if args.width is not None:
             jobs = [(n, hp, dataclasses.replace(sc, width=args.width), seed) for n, hp, sc, seed in jobs]
-        records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune)
+        records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune, variants=variants)
         emit(records, args.report, args.plot, histograms=args.histograms)
         keys = {record_key(*job) for job in jobs}
         missing = keys - {r["key"] for r in records}
@@ -234,6 +317,8 @@ def dispatch(args: argparse.Namespace) -> int:
                   f"on {diverged[0]['scenario']} seed {diverged[0]['seed']}; their records are marked and left out of "
                   "the tables' means", file=sys.stderr)
         return 130 if missing else 3 if diverged else 0  # not 0 when stopped by a signal, so a calling script stops
+    if args.command == "tune":
+        return tune_command(args)
     if args.command == "audit":
         from unlearnkit.bench.audit import audit
 

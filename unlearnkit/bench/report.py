@@ -33,7 +33,10 @@ def hparams_of(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def label(record: dict[str, Any], varying: set[str]) -> str:
-    """The method name, plus the hyper-parameters that differ between its runs in this report."""
+    """The method name, plus the hyper-parameters that differ between its runs in this report (a
+    row of a kind of its own, e.g. tuned, is labelled by that kind instead)."""
+    if record.get("variant"):
+        return f"{record['method']} ({record['variant']})"
     h = hparams_of(record)
     extra = ",".join(f"{k}={h[k]}" for k in sorted(varying))
     return f"{record['method']}({extra})" if extra else record["method"]
@@ -44,19 +47,24 @@ def varying_fields(records: list[dict[str, Any]]) -> dict[str, set[str]]:
     varying: dict[str, set[str]] = defaultdict(set)
     first: dict[str, dict[str, Any]] = {}
     for r in records:
+        if r.get("variant"):
+            continue
         h = hparams_of(r)
         ref = first.setdefault(r["method"], h)
         varying[r["method"]] |= {k for k in h if h[k] != ref.get(k)}
     return varying
 
 
-def group(records: list[dict[str, Any]], varying: dict[str, set[str]] | None = None
+def group(records: list[dict[str, Any]], others: list[dict[str, Any]] = ()  # type: ignore[assignment]
           ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """scenario -> method label -> records (one per seed)."""
-    varying = varying if varying is not None else varying_fields(records)
+    """scenario -> method label -> records (one per seed). Labels name the hyper-parameters that
+    vary within the scenario (among `records` and `others`, e.g. its audits)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        out[r["scenario"]][label(r, varying[r["method"]])].append(r)
+    for scenario in dict.fromkeys(r["scenario"] for r in records):
+        mine = [r for r in records if r["scenario"] == scenario]
+        varying = varying_fields(mine + [o for o in others if o["scenario"] == scenario])
+        for r in mine:
+            out[scenario][label(r, varying[r["method"]])].append(r)
     return out
 
 
@@ -99,9 +107,13 @@ def ties_with_best(gaps: dict[str, dict[int, float]], alpha: float = 0.05) -> tu
         if all(d == diff[0] for d in diff):
             tie = diff[0] == 0
         else:
+            import warnings
+
             from scipy.stats import ttest_rel
 
-            tie = float(ttest_rel(b, a).pvalue) >= alpha
+            with warnings.catch_warnings():  # nearly equal gaps: scipy warns of precision loss; the p-value stands
+                warnings.simplefilter("ignore", RuntimeWarning)
+                tie = float(ttest_rel(b, a).pvalue) >= alpha
         if tie:
             ties.add(name)
     return best, ties
@@ -158,8 +170,9 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
     With `audits` (records of `unlearnkit audit`), the scenario's table gains U-LiRA and KLOM
     columns, and the rows where the SVC MIA and U-LiRA disagree are listed under it."""
     parts = []
-    varying = varying_fields(list(records) + list(audits))
-    for scenario, methods in group(records, varying).items():
+    for scenario, methods in group(records, list(audits)).items():
+        varying = varying_fields([r for recs in methods.values() for r in recs]
+                                 + [a for a in audits if a["scenario"] == scenario])
         gold = [a for a in audits if a["scenario"] == scenario]
         ref = kept(methods.get("retrain", []))
         metrics = metrics_of(next(iter(methods.values()))[0])
@@ -189,11 +202,15 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
                     gaps[name] = {r["seed"]: g for r, g in zip(good, per_seed)}
                 gap_cell = "{:.2f} ± {:.2f}".format(*mean_std(per_seed))
             rte = mean_std([r["metrics"]["rte"] for r in good]) if good else None
+            tuning = recs[0].get("tuning")
             diverged, flagged = len(recs) - len(good), sum(other_models(r, ref) for r in good)
             notes = [f"{n} {what}" for n, what in ((diverged, "diverged"), (flagged, "†")) if n]
             seeds = f"{len(recs)} ({', '.join(notes)})" if notes else str(len(recs))
             elsewhere |= bool(flagged)
-            rows.append([name, *cells, gap_cell, "{:.2f} ± {:.2f}".format(*rte) if rte else "–", seeds])
+            cost = "{:.2f} ± {:.2f}".format(*rte) if rte else "–"
+            if tuning:
+                cost += f" (+ {tuning['rte']:.2f} tuning)"
+            rows.append([name, *cells, gap_cell, cost, seeds])
         best, ties = ties_with_best(gaps)
         at = len(columns) - 1  # the Avg. Gap cell
         header = "| method | " + " | ".join(columns) + " | seeds |"
@@ -210,6 +227,10 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
                   "≈: not distinguishable from it by a paired t-test over seeds (p ≥ 0.05). RTE = method seconds "
                   "(set-up included) / Retrain seconds on the same request and seed. \"diverged\": seeds whose "
                   "model produced non-finite outputs, left out of every mean."]
+        if any(recs[0].get("tuning") for recs in methods.values()):
+            lines[-1] += (" \"(tuned)\": the method with the values `unlearnkit tune` found on a validation request "
+                          "(another seed, a forget set disjoint from every reported one), with the same trial budget "
+                          "for every method; \"+ x tuning\": the search's seconds / the validation Retrain's.")
         if spread:
             lines[-1] += (" MIA: MIA-Efficacy, the mean of 5 SVC attacks each fitted on its own balanced draw "
                           "of members and non-members; MIA attack σ: the std over those attacks (mean over seeds).")
@@ -232,10 +253,11 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
 
 def audit_table(audits: list[dict[str, Any]]) -> str:
     """The audit records alone, one table per scenario (`unlearnkit audit` prints it)."""
-    varying = varying_fields(audits)
     parts = []
     for scenario in dict.fromkeys(a["scenario"] for a in audits):
-        rows = {label(a, varying[a["method"]]): a for a in audits if a["scenario"] == scenario}
+        mine = [a for a in audits if a["scenario"] == scenario]
+        varying = varying_fields(mine)
+        rows = {label(a, varying[a["method"]]): a for a in mine}
         lines = [f"### {scenario} (audit pool: {next(iter(rows.values()))['pool']['models']} models per kind)", "",
                  "| method | U-LiRA acc (%) | U-LiRA AUC | per-example acc p10–p90 | KLOM₉₅ forget | KLOM₉₅ retain "
                  "| KLOM₉₅ val |", "|---|---|---|---|---|---|---|"]

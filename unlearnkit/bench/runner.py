@@ -164,7 +164,8 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, cache: Path | None = None,
-          progress: bool = True, device: str | None = None, prune: bool = False) -> list[dict[str, Any]]:
+          progress: bool = True, device: str | None = None, prune: bool = False,
+          variants: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run every (method, hparams, scenario, seed) whose key is not yet in `out`; resumable.
 
     Jobs run scenario by scenario and, within a scenario, seed by seed (every method of seed 0
@@ -179,7 +180,9 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     does not produce.
 
     The first SIGINT or SIGTERM (Ctrl-C) lets the run in progress finish and be recorded, then
-    stops; a second one aborts at once (that run is lost, every finished one is kept)."""
+    stops; a second one aborts at once (that run is lost, every finished one is kept). `variants`
+    maps a record key to fields its record gains (a tuned row: {"variant": "tuned", "tuning": ...}),
+    which the tables' labels and cost column read."""
     from tqdm import tqdm
 
     blocks: dict[tuple[str, int], list[tuple[str, dict[str, Any], Scenario, int]]] = defaultdict(list)
@@ -208,6 +211,7 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
                     break
                 bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
                 record = run(name, hparams, scenario, seed, cache, device=device)
+                record.update((variants or {}).get(record["key"], {}))
                 append_record(out, record)
                 if record["metrics"].get("diverged"):
                     bar.write(f"unlearnkit bench: {name} diverged on {scenario.name} seed {seed} (non-finite outputs); "

@@ -4,6 +4,7 @@ a test set and the original model, training (and caching) the original only once
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from torch import nn
 
 from unlearnkit.checkpoint import cache_dir, digest, load_model, save_model
 from unlearnkit.data import ArrayDataset, Data, holdout, load_data
-from unlearnkit.models import build_model
+from unlearnkit.models import build_model, weights_fingerprint
 from unlearnkit.registry import TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model
@@ -184,24 +185,51 @@ def original_key(s: Scenario) -> str:
                   s.train_size, *task)
 
 
+def model_stores() -> list[Path]:
+    """Read-only stores of trained models, searched before the cache: the directories in
+    $UNLEARNKIT_MODELS (separated by ':'; set and empty: none), or by default `benchmarks/models`
+    of the source tree this package runs from (the models the committed tables sit on)."""
+    if "UNLEARNKIT_MODELS" in os.environ:
+        return [Path(p) for p in os.environ["UNLEARNKIT_MODELS"].split(":") if p]
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "models"
+    return [committed] if committed.is_dir() else []
+
+
 def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:
-    """Load `model` from the cache under `key`, or train it and save it: `train(model)` returns the
-    trained model (`model` itself, or a new one as a method returns; its weights are then loaded
-    into `model`).
+    """Load `model` from a model store (`model_stores`, when the stored weights match the
+    fingerprint in their sidecar) or the cache under `key`, or train it and save it to the cache:
+    `train(model)` returns the trained model (`model` itself, or a new one as a method returns; its
+    weights are then loaded into `model`). With $UNLEARNKIT_STORE_MODELS set to a directory, the
+    model is also written there (how `unlearnkit bench --store-models DIR` fills a store).
 
     The sidecar records the wall-clock seconds the training took, so ratios to Retrain stay
-    meaningful when Retrain itself comes from the cache."""
-    path = (cache or cache_dir()) / "models" / f"{kind}-{key}.safetensors"
-    if path.is_file():
-        return load_model(model, path)
-    torch.manual_seed(0)
-    print(f"unlearnkit: training the {kind} model (not cached yet) ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    trained = train(model)
-    if trained is not model:
-        model.load_state_dict(trained.state_dict())
-    meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__}
-    print(f"unlearnkit: trained the {kind} model in {meta['seconds']:.1f} s; cached at {path}", file=sys.stderr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, path, meta)
+    meaningful when Retrain itself comes from the cache, and the weights' fingerprint."""
+    name = f"{kind}-{key}.safetensors"
+    meta = None
+    for store in model_stores():
+        if (store / name).is_file():
+            meta = load_model(model, store / name)
+            if meta.get("fingerprint") == weights_fingerprint(model):
+                break
+            print(f"unlearnkit: ignoring {store / name}: its weights do not match the fingerprint in its sidecar",
+                  file=sys.stderr)
+            meta = None
+    path = (cache or cache_dir()) / "models" / name
+    if meta is None and path.is_file():
+        meta = load_model(model, path)
+    if meta is None:
+        torch.manual_seed(0)
+        print(f"unlearnkit: training the {kind} model (not cached yet) ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        trained = train(model)
+        if trained is not model:
+            model.load_state_dict(trained.state_dict())
+        meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__,
+                "fingerprint": weights_fingerprint(model)}
+        print(f"unlearnkit: trained the {kind} model in {meta['seconds']:.1f} s; cached at {path}", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(model, path, meta)
+    out = os.environ.get("UNLEARNKIT_STORE_MODELS")
+    if out and not (Path(out) / name).is_file():
+        save_model(model, Path(out) / name, {**meta, "fingerprint": weights_fingerprint(model)})
     return meta
