@@ -68,6 +68,8 @@ def sidecar(path: Path) -> Path:
 def load_model(model: nn.Module, path: Path) -> dict[str, Any]:
     """Load weights from `path` into `model` (strict: every key and shape must match); return meta."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -43,9 +43,7 @@ def parse_value(text: str, hint: Any) -> Any:
     if hint in (int, float, str):
         return hint(text)
     if typing.get_origin(hint) is typing.Literal:
-        if text not in typing.get_args(hint):
-            raise argparse.ArgumentTypeError(f"expected one of {typing.get_args(hint)}, got {text!r}")
-        return text
+        return text  # the method's own check names the choices
     return json.loads(text)
 
 
@@ -76,14 +74,21 @@ def scenario_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cache", type=Path, default=None, help="model cache (default $UNLEARNKIT_CACHE or ~/.cache/unlearnkit)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and `--help` named for the rest)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unlearnkit", description=__doc__)
+    p = Parser(prog="unlearnkit", description=__doc__)
     p.add_argument("--version", action="version", version=f"unlearnkit {unlearnkit.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="list methods, datasets and models")
     run_p = sub.add_parser("run", help="run one method on one scenario and seed")
-    methods = run_p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    methods = run_p.add_subparsers(dest="method", required=True, metavar="METHOD", parser_class=Parser)
     for name in METHODS.ordered():
         cls = METHODS[name]
         mp = methods.add_parser(name, help=first_line(cls.__doc__), description=cls.__doc__,
@@ -197,6 +202,18 @@ def grid_jobs(path: Path) -> list[tuple[str, dict[str, Any], Scenario, int]]:
     return jobs
 
 
+def writable_file(flag: str, path: Path | None) -> None:
+    """ValueError unless `path` (when given) can be written as a file: not a directory, and its
+    folder is one or can be made."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file path")
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot write there ({folder} is not a writable folder)")
+
+
 def tuned_jobs(path: Path, jobs: list[tuple[str, dict[str, Any], Scenario, int]]
                ) -> tuple[list[tuple[str, dict[str, Any], Scenario, int]], dict[str, dict[str, Any]]]:
     """The grid's jobs plus, when the grid names a `tuned` file (relative to the grid), one tuned
@@ -289,7 +306,11 @@ def dispatch(args: argparse.Namespace) -> int:
         scenario = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
         if args.save and args.checkpoint and args.save.resolve() == Path(args.checkpoint).resolve():
             raise ValueError("--save must not be the --checkpoint path: the original is never overwritten")
-        record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save), device=args.device)
+        for flag, path in (("--out", args.out), ("--save", args.save)):
+            writable_file(flag, path)
+        build(args.method, hparams)  # refuse a bad field before any data is read
+        record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save),
+                     device=args.device, progress=True)
         model = record.pop("_model", None)
         if args.save:
             save_model(model, args.save, {"method": args.method, "hparams": record["hparams"], "scenario": scenario.name})
@@ -302,6 +323,9 @@ def dispatch(args: argparse.Namespace) -> int:
             return 3
         return 0
     if args.command == "bench":
+        for flag, path in (("--out", args.out), ("--report", args.report), ("--plot", args.plot),
+                           ("--histograms", args.histograms)):
+            writable_file(flag, path)
         if args.store_models:
             os.environ["UNLEARNKIT_STORE_MODELS"] = str(args.store_models)
         jobs, variants = tuned_jobs(args.grid, grid_jobs(args.grid))

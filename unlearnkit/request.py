@@ -87,14 +87,9 @@ class UnlearnRequest:
 
     def __post_init__(self) -> None:
         n = len(self.train)  # type: ignore[arg-type]
-        forget = torch.as_tensor(self.forget)
-        if forget.dtype not in (torch.int64, torch.int32) or forget.dim() != 1:
-            raise RequestError("forget must be a 1-D tensor of integer sample ids")
-        forget = forget.long()
+        forget = as_ids(self.forget).long()
         object.__setattr__(self, "forget", forget)
         object.__setattr__(self, "excluded", torch.as_tensor(self.excluded).long())
-        if len(forget) == 0:
-            raise RequestError("the forget set is empty: nothing to unlearn")
         bad = forget[(forget < 0) | (forget >= n)]
         if len(bad):
             raise RequestError(f"forget ids out of range [0, {n}): {bad[:5].tolist()}")
@@ -178,6 +173,27 @@ class UnlearnRequest:
             yield Pair(b, p) if anchor == "forget" else Pair(p, b)
 
 
+def as_ids(forget: Any) -> Tensor:
+    """Forget ids as a 1-D LongTensor: a tensor, array or sequence of integers, never empty,
+    never bools or floats (1.5 is not an id, nor is True)."""
+    if isinstance(forget, Tensor) or hasattr(forget, "dtype"):
+        ids = torch.as_tensor(forget)
+    else:
+        values = list(forget)
+        if not values:
+            raise RequestError("the forget set is empty: nothing to unlearn")
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values):
+            raise RequestError(f"forget ids must be integers, got {[v for v in values if not isinstance(v, int)][:3]}")
+        ids = torch.as_tensor(values)
+    if ids.dim() != 1:
+        raise RequestError(f"forget ids must be a 1-D list of sample ids, got shape {tuple(ids.shape)}")
+    if len(ids) == 0:
+        raise RequestError("the forget set is empty: nothing to unlearn")
+    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) or ids.dtype == torch.bool:
+        raise RequestError(f"forget ids must be integers, got a tensor of {ids.dtype}")
+    return ids
+
+
 def parse_forget(spec: str, labels: Tensor, seed: int = 0,
                  groups: Sequence[str] | None = None) -> tuple[Tensor, tuple[int, ...]]:
     """Forget ids from a spec: `random:0.1` (a fraction), `random:200` (a count), `class:3`,
@@ -243,11 +259,18 @@ def _check_classes(wanted: tuple[int, ...], known: list[int]) -> None:
 
 
 def read_ids(path: Path) -> Tensor:
+    """Integer ids from a file: separated by spaces, commas or newlines, or a JSON list. Anything
+    else (1.5, true, "3", nested lists) is refused, never rounded."""
+    if path.is_dir():
+        raise RequestError(f"ids file {path} is a directory")
     if not path.is_file():
         raise RequestError(f"ids file not found: {path}")
     text = path.read_text().strip()
     try:
         values = json.loads(text) if text.startswith("[") else [int(t) for t in text.replace(",", " ").split()]
-        return torch.tensor([int(v) for v in values], dtype=torch.long)
-    except (ValueError, TypeError) as e:
+    except ValueError as e:
         raise RequestError(f"ids file {path} must hold integers: {e}") from None
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise RequestError(f"ids file {path} must hold integers, found {bad[:3]}")
+    return torch.tensor(values, dtype=torch.long)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -34,6 +35,16 @@ class Recipe:
     augment: str = "default"  # "default" (the dataset's own, e.g. crop+flip for CIFAR), "flip" or "none"
 
     def __post_init__(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"recipe {name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"recipe {name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0 or self.momentum >= 1 or self.label_smoothing >= 1:
+            raise ValueError(f"recipe needs lr > 0, momentum < 1 and label_smoothing < 1, got {self}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
         if self.augment not in AUGMENTS:

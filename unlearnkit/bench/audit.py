@@ -86,8 +86,8 @@ class Pool:
         model = p.new_model()
         r = p.request
         cached_training(model, "original", digest(original_key(p.scenario), "pool", i), self.cache,
-                        lambda m: train_model(m, r.train, torch.arange(len(r.train)), p.scenario.train_recipe, i,
-                                              r.augment, r.task))
+                        lambda m, cb: train_model(m, r.train, torch.arange(len(r.train)), p.scenario.train_recipe, i,
+                                                  r.augment, r.task, cb))
         return model
 
     def retrained(self, i: int) -> nn.Module:
@@ -96,7 +96,7 @@ class Pool:
         request = replace(p.request, seed=i)
         key = digest(original_key(p.scenario), p.scenario.checkpoint, request.forget, i)
         model = p.new_model()
-        cached_training(model, "retrain", key, self.cache, lambda m: Retrain()(m, request))
+        cached_training(model, "retrain", key, self.cache, lambda m, cb: Retrain()(m, replace(request, callbacks=cb)))
         return model
 
     def column(self, label: str, make: Callable[[int], nn.Module], first: int = 0) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import json
 import platform
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -18,7 +19,7 @@ import torch
 
 import unlearnkit
 from unlearnkit.bench.report import KEY_NEUTRAL
-from unlearnkit.bench.scenarios import Prepared, Scenario, cached_training, original_key, prepare
+from unlearnkit.bench.scenarios import Prepared, Progress, Scenario, cached_training, check_device, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
 from unlearnkit.evaluate import evaluate, evaluation_warnings, loss_histograms
 from unlearnkit.method import build, check_supported
@@ -38,7 +39,7 @@ def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tupl
     request = prepared.request
     key = digest(original_key(prepared.scenario), prepared.scenario.checkpoint, request.forget, request.seed)
     model = prepared.new_model()
-    meta = cached_training(model, "retrain", key, cache, lambda m: Retrain()(m, request))
+    meta = cached_training(model, "retrain", key, cache, lambda m, cb: Retrain()(m, replace(request, callbacks=cb)))
     metrics_key = digest(key, request.classes, extra_signals, dataclasses.asdict(request.task))
     if metrics_key not in _REFERENCE_METRICS:
         histograms = histograms_of(model, prepared)
@@ -49,28 +50,39 @@ def reference(prepared: Prepared, cache: Path | None = None, extra_signals: tupl
 
 
 def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache: Path | None = None,
-        extra_signals: tuple[str, ...] = (), keep_model: bool = False, device: str | None = None) -> dict[str, Any]:
-    """Seed, build the request, copy the original, time the method, evaluate, compare to Retrain.
-    Everything runs on `device` (default cpu); the record's `env` names the device it ran on, and
-    `wall_seconds` is everything the call took (loading, any model it had to train, evaluation)."""
+        extra_signals: tuple[str, ...] = (), keep_model: bool = False, device: str | None = None,
+        progress: bool = False) -> dict[str, Any]:
+    """Seed, build the request, time the method, evaluate, compare to Retrain. Everything runs on
+    `device` (default cpu); the record's `env` names the device it ran on, and `wall_seconds` is
+    everything the call took (loading, any model it had to train, evaluation). The cost is kept in
+    seconds (`seconds`, `rte` = / Retrain's) and in a unit no other load on the machine changes:
+    `samples`, the training samples the request handed out (each one forward and backward), and
+    `samples_rte` = / Retrain's (its recipe's epochs × |retain|). `progress` shows a bar of the
+    method's updates."""
     began = time.perf_counter()
     method = build(name, hparams)
+    check_supported(method, scenario.task)  # before any data is read or any model trained
+    check_device(device)
     prepared = prepare(scenario, seed, cache, device)
     task = prepared.request.task
-    check_supported(method, task.name)
     ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
+    retrain_samples = prepared.request.recipe.epochs * len(prepared.request.retain)  # one pass per epoch
     if method == Retrain():
         model, seconds, metrics, setup_seconds = ref_model, ref_meta["seconds"], dict(ref_metrics), 0.0
+        samples = retrain_samples
     else:
-        setup_seconds = one_off_setup(method, prepared.original, prepared)
+        counter = SampleCounter()
+        request = replace(prepared.request, callbacks=(counter, *([Progress(name)] if progress else [])))
+        setup_seconds = one_off_setup(method, prepared.original, replace(prepared, request=request))
         torch.manual_seed(seed)
         start = time.perf_counter()
-        model = method(prepared.original, prepared.request)
+        model = method(prepared.original, request)
         seconds = time.perf_counter() - start
+        samples = counter.samples
         metrics = evaluate(model, prepared.request, prepared.test, extra_signals=extra_signals)
     seconds += setup_seconds
     metrics.update(gap=avg_gap(metrics, ref_metrics, task.gap_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
-                   setup_seconds=setup_seconds)
+                   setup_seconds=setup_seconds, samples=float(samples), samples_rte=samples / retrain_samples)
     record = {
         "key": record_key(name, hparams, scenario, seed),
         "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
@@ -90,6 +102,16 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     if keep_model:
         record["_model"] = model
     return record
+
+
+class SampleCounter:
+    """A `loop.Callback` counting the samples a request hands out."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def on_batch(self, size: int) -> None:
+        self.samples += size
 
 
 def histograms_of(model: torch.nn.Module, prepared: Prepared) -> dict | None:
@@ -194,7 +216,7 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     done = {r["key"] for r in read_records(out)}
     bar = tqdm(total=sum(record_key(*j) not in done for jobs in blocks.values() for j in jobs),
                desc="unlearnkit bench", unit="run", disable=not progress)
-    with stop_after_current_run() as stopping:
+    with stop_after_current_run() as stopping, closing(bar):  # an error is printed below the bar, not on it
         for jobs in blocks.values():
             if stopping.is_set():
                 break
@@ -220,7 +242,6 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
         if stopping.is_set():
             bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "
                       "the same command continues")
-    bar.close()
     return read_records(out)
 
 

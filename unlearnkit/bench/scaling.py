@@ -22,21 +22,12 @@ import numpy as np
 import torch
 
 from unlearnkit.bench.report import save_figure
-from unlearnkit.bench.runner import one_off_setup
+from unlearnkit.bench.runner import SampleCounter, one_off_setup
 from unlearnkit.bench.scenarios import Prepared, Scenario, prepare
 from unlearnkit.checkpoint import atomic_write
 from unlearnkit.method import build
 from unlearnkit.train import Recipe, train_model
 
-
-class SampleCounter:
-    """A `loop.Callback` counting the samples a request hands out."""
-
-    def __init__(self) -> None:
-        self.samples = 0
-
-    def on_batch(self, size: int) -> None:
-        self.samples += size
 
 
 def timed(name: str, hparams: dict[str, Any], prepared: Prepared) -> dict[str, float]:

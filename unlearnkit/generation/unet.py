@@ -92,7 +92,7 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-@MODELS.register("unet")
+@MODELS.register("unet", task="generation")
 def unet(in_shape: tuple[int, ...], num_classes: int, width: int = 32, levels: int | None = None) -> nn.Module:
     """Class-conditional noise-prediction U-Net for diffusion (`unlearnkit.generation`);
     `forward(x_t, t, y)`, label -1 = unconditional. Resolutions: 3 for images of 16 px and up, else 2."""
