@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unlearnkit"
 
 # Bottom up. A module belongs to the first entry that is its name or a dotted prefix of it.
 LAYERS = [
-    ("foundation", ["registry", "checkpoint", "method"]),
+    ("foundation", ["registry", "checkpoint", "method", "distributed"]),
     ("data, models, metric primitives", ["data", "datasets", "text", "text_encoder", "models", "text_models",
                                          "metrics", "generation.unet", "generation.diffusion"]),
     ("request, transforms, loop", ["tasks", "generation.task", "request", "transforms", "loop", "train", "subspace"]),

@@ -14,8 +14,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
+
+from unlearnkit.distributed import is_main
 
 
 class CheckpointError(RuntimeError):
@@ -25,6 +28,8 @@ class CheckpointError(RuntimeError):
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file and a rename: readers see old or new, never half.
     The file gets the permissions the user's umask gives a new file (a temporary file is 0600)."""
+    if not is_main():
+        return  # under torchrun only rank 0 writes
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file to write")
@@ -51,13 +56,7 @@ def save_model(model: nn.Module, path: Path, meta: dict[str, Any] | None = None)
     """Save the state dict to `path` (.safetensors) and `meta` to `path`.json, both atomically."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        atomic_write(path, Path(tmp).read_bytes())
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, safetensors_bytes(state))
     atomic_write(sidecar(path), json.dumps(meta or {}, indent=1, sort_keys=True).encode())
 
 

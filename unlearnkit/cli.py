@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import unlearnkit
+from unlearnkit import distributed
 from unlearnkit.bench import report as reporting
 from unlearnkit.bench.runner import bench, read_records, record_key, run
 from unlearnkit.bench.scenarios import Scenario
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plot", type=Path, default=None)
     r.add_argument("--histograms", type=Path, default=None, help="per-sample loss histograms (PNG)")
     r.add_argument("--audit", type=Path, default=None, help="audit records (unlearnkit audit) to add as columns")
+    r.add_argument("--throughput", action="store_true", help="print samples/s of every method and Retrain instead")
     return p
 
 
@@ -278,6 +280,11 @@ def tune_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        device = distributed.init_from_env()  # under torchrun: join the process group
+        if device and getattr(args, "device", None) is None:
+            args.device = device
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # one process prints the tables
         return dispatch(args)
     except KeyboardInterrupt:
         print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
@@ -367,6 +374,9 @@ def dispatch(args: argparse.Namespace) -> int:
     records = read_records(args.results)
     if not records:
         raise ValueError(f"no records in {args.results}")
+    if args.throughput:
+        print(reporting.throughput_table(records))
+        return 0
     audits = read_records(args.audit) if args.audit else []
     if args.audit and not audits:
         raise ValueError(f"no audit records in {args.audit}")

@@ -7,6 +7,7 @@ memory) is simply faster because a batch is one indexing operation instead of a 
 from __future__ import annotations
 
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,6 +39,14 @@ class ArrayDataset(Dataset):
             raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
         self.x, self.y, self.name = x, y.long(), name
         self.groups = None if groups is None else np.asarray(groups, dtype=str)
+        self.resident: Tensor | None = None  # a copy of x on an accelerator (`preload`); labels stay on the CPU
+
+    def preload(self, device: torch.device | str) -> "ArrayDataset":
+        """Keep a copy of the inputs on `device`, so batches are cut there instead of being copied
+        over each time (the labels, and every index, stay on the CPU). Returns self."""
+        if torch.device(device).type != "cpu" and (self.resident is None or self.resident.device != torch.device(device)):
+            self.resident = self.x.to(device)
+        return self
 
     def select(self, idx: Tensor, name: str = "") -> "ArrayDataset":
         """The samples at positions `idx` (groups kept)."""
@@ -58,6 +67,8 @@ class ArrayDataset(Dataset):
 def take(dataset: Dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
     """The inputs and labels of `dataset` at positions `idx`, as two batched tensors."""
     if isinstance(dataset, ArrayDataset):
+        if dataset.resident is not None:
+            return dataset.resident[idx.to(dataset.resident.device)], dataset.y[idx]
         return dataset.x[idx], dataset.y[idx]
     x, y = default_collate([dataset[int(i)] for i in idx])
     return x, torch.as_tensor(y).long()
@@ -86,12 +97,13 @@ def random_crop_flip(pad: int = 4) -> Augment:
     def augment(x: Tensor, gen: torch.Generator) -> Tensor:
         n, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-        out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-        flip = torch.rand(n, generator=gen) < 0.5
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)  # drawn on the CPU generator
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
+        ar = partial(torch.arange, device=x.device)
+        rows = (dy[:, None] + ar(h))[:, None, :, None]
+        cols = (dx[:, None] + ar(w))[:, None, None, :]
+        out = padded[ar(n)[:, None, None, None], ar(x.shape[1])[None, :, None, None], rows, cols]
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         out[flip] = out[flip].flip(-1)
         return out
 
@@ -102,7 +114,7 @@ def random_flip() -> Augment:
     """Horizontal flip of half the batch (no crop): the weakest image augmentation."""
 
     def augment(x: Tensor, gen: torch.Generator) -> Tensor:
-        flip = torch.rand(len(x), generator=gen) < 0.5
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
         out = x.clone()
         out[flip] = out[flip].flip(-1)
         return out

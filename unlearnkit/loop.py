@@ -7,14 +7,17 @@ Whoever runs a method may observe it through `Callback`s passed in with the requ
 
 from __future__ import annotations
 
+import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from unlearnkit import distributed
+from unlearnkit.distributed import average, broadcast_model
 from unlearnkit.models import device_of
 from unlearnkit.transforms import Grads, Params, Transform
 
@@ -45,7 +48,8 @@ class Callback(Protocol):
     Every hook is optional; none may change what it observes."""
 
     def on_batch(self, size: int) -> None:
-        """A batch of `size` samples was handed out by the request."""
+        """A batch of `size` samples was handed out by the request (under torchrun: the whole batch,
+        of which this process holds a shard)."""
 
     def on_update(self, step: int) -> None:
         """`fit` applied update number `step` to the model."""
@@ -92,6 +96,13 @@ def frozen_batchnorm(model: nn.Module) -> None:
             m.eval()
 
 
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on a CUDA device (the fast path; weights, gradients and updates stay float32),
+    nothing elsewhere. UNLEARNKIT_AUTOCAST=0 turns it off."""
+    on = device.type == "cuda" and os.environ.get("UNLEARNKIT_AUTOCAST", "1") != "0"
+    return torch.autocast("cuda", dtype=torch.bfloat16) if on else nullcontext()
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """`batch.to(device)`, or each item of a tuple moved (a method's batches may carry extras)."""
     if isinstance(batch, tuple):
@@ -117,6 +128,7 @@ def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform,
     (usually `request.callbacks`) are told of every update.
     """
     params = trainable(model)
+    broadcast_model(model)  # under torchrun every process starts from rank 0's weights
     state = tx.init(params)
     if callable(train_mode):
         train_mode(model)
@@ -124,8 +136,11 @@ def fit(model: nn.Module, batches: Iterable[Any], loss: Loss, tx: Transform,
         model.train(train_mode)
     device = device_of(model)
     for step, batch in enumerate(batches):
-        losses = loss(to_device(batch, device))
-        updates, state = tx.update(grads_of(losses, params), state, params)
+        with autocast(device):
+            losses = loss(to_device(batch, device))
+        grads = grads_of(losses, params)
+        grads = {n: average(g) for n, g in grads.items()} if isinstance(losses, Mapping) else average(grads)
+        updates, state = tx.update(grads, state, params)
         apply_updates(params, updates)
         notify(callbacks, "on_update", step)
         if on_step is not None and on_step(step, losses):
@@ -141,7 +156,7 @@ def grad_sum(model: nn.Module, batches: Iterable[Any], loss: Loss, square: bool 
     model.train(train_mode)
     device = device_of(model)
     for batch in batches:
-        g = grads_of(loss(batch.to(device)), params)
+        g = average(grads_of(loss(batch.to(device)), params))  # the global batch's gradient under torchrun
         for k in total:
             total[k] += g[k] ** 2 if square else g[k]
     return total
@@ -152,6 +167,8 @@ def virtual_step(loss: Tensor, params: Params, lr: float, first_order: bool = Fa
     `loss` is kept, so an objective may still use `loss` itself afterwards."""
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order, retain_graph=True,
                                 allow_unused=True)
+    if distributed.active():  # the global batch's gradient, still differentiable
+        grads = tuple(None if g is None else distributed.total(g) / distributed.world() for g in grads)
     return {k: p if g is None else p - lr * (g.detach() if first_order else g)
             for (k, p), g in zip(params.items(), grads)}
 

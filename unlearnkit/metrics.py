@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from unlearnkit.data import take
+from unlearnkit.data import labels_of, take
+from unlearnkit.distributed import gather, shard
 from unlearnkit.models import device_of
 
 EVAL_BATCH = {"cpu": 256, "cuda": 1024}  # per-device chunk of an evaluation forward (see `outputs`)
@@ -50,9 +51,10 @@ def predict(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch
     chunks of `batch_size` (default: `outputs`' per-device choice)."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
-    chunks = [take(dataset, c) for c in idx.split(8192)]
-    logits = [outputs(model, x, batch_size) for x, _ in chunks]
-    return Outputs(torch.cat(logits) if logits else torch.empty(0), torch.cat([y for _, y in chunks]) if chunks else idx)
+    mine = shard(idx)  # under torchrun each process evaluates its part, then every part is gathered
+    chunks = [take(dataset, c) for c in mine.split(8192)]
+    logits = torch.cat([outputs(model, x, batch_size) for x, _ in chunks]) if chunks else torch.empty(0)
+    return Outputs(gather(logits, len(idx)), labels_of(dataset)[idx] if len(idx) else idx)
 
 
 def accuracy(out: Outputs) -> float:

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from unlearnkit.data import Augment, labels_of, take
+from unlearnkit.distributed import shard
 from unlearnkit.loop import notify
 from unlearnkit.tasks import Classification, Forward, Task
 
@@ -34,10 +35,11 @@ class Batch:
     y: Tensor
     idx: Tensor  # positions in the training set
     target: Tensor | None = None  # labels to map the samples to (random-label methods), if any
+    whole: int | None = None  # under torchrun: the size of the whole batch this is one process's shard of
 
     def to(self, device: torch.device | str) -> "Batch":
         target = None if self.target is None else self.target.to(device)
-        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx, target)
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx, target, self.whole)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -141,11 +143,16 @@ class UnlearnRequest:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
     def batch(self, idx: Tensor, augment: bool = False, gen: torch.Generator | None = None) -> Batch:
-        notify(self.callbacks, "on_batch", len(idx))
+        """The samples at `idx`, augmented if asked; under torchrun this process's shard of them
+        (the whole batch is augmented first, so every process draws what one process would)."""
         x, y = take(self.train, idx)
         if augment and self.augment is not None:
             x = self.augment(x, gen if gen is not None else self.generator(7))
-        return Batch(x, y, idx)
+        notify(self.callbacks, "on_batch", len(idx))  # the whole batch, on every process
+        rows = shard(torch.arange(len(idx)))
+        if len(rows) == len(idx):
+            return Batch(x, y, idx)
+        return Batch(x[rows], y[rows], idx[rows], whole=len(idx))
 
     def batches(self, split: Split, batch_size: int, epochs: int = 1, shuffle: bool = True,
                 augment: bool = True, salt: int = 0) -> Iterator[Batch]:

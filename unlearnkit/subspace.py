@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, atomic_write, digest
 from unlearnkit.data import Augment, fingerprint, take
+from unlearnkit.distributed import shard, sum_in_place
 from unlearnkit.models import weights_fingerprint
 from unlearnkit.request import UnlearnRequest
 
@@ -93,6 +94,7 @@ def covariance(model: nn.Module, inputs: Iterable[Tensor], precision: Precision 
         for h in handles:
             h.remove()
         model.train(was)
+    sum_in_place(stats)  # under torchrun each process saw its shards: the sum is over all of them
     return stats
 
 
@@ -103,7 +105,7 @@ def full_statistics(model: nn.Module, dataset: Dataset, idx: Tensor | None = Non
     each batch augmented by `augment` (drawing from `gen`) when given."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
-    batches = (take(dataset, chunk)[0] for chunk in idx.split(batch_size))
+    batches = (take(dataset, shard(chunk))[0] for chunk in idx.split(batch_size))
     if augment is not None:
         batches = (augment(x, gen if gen is not None else torch.Generator().manual_seed(0)) for x in batches)
     return covariance(model, batches, precision)

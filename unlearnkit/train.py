@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit import transforms as T
 from unlearnkit.data import Augment, random_flip, take
+from unlearnkit.distributed import shard
 from unlearnkit.loop import fit
 from unlearnkit.request import Batch
 from unlearnkit.tasks import Classification, Task
@@ -79,7 +80,9 @@ def epoch_batches(dataset: Dataset, idx: Tensor, batch_size: int, epochs: int, s
     for _ in range(epochs):
         for chunk in idx[torch.randperm(len(idx), generator=gen)].split(batch_size):
             x, y = take(dataset, chunk)
-            yield Batch(augment(x, gen) if augment else x, y, chunk)
+            x = augment(x, gen) if augment else x
+            rows = shard(torch.arange(len(chunk)))  # this process's part under torchrun (after augmenting the whole)
+            yield Batch(x[rows], y[rows], chunk[rows])
 
 
 def train_model(model: nn.Module, dataset: Dataset, idx: Tensor, recipe: Recipe, seed: int = 0,

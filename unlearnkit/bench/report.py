@@ -251,6 +251,27 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
     return "\n\n".join(parts) + "\n"
 
 
+def throughput_table(records: list[dict[str, Any]]) -> str:
+    """Samples per second of each method (training samples handed out, forward and backward, over
+    its seconds, set-up included) beside Retrain's (plain training: its recipe's epochs × |retain|
+    over its training seconds), and their ratio, measured on the hardware each record names."""
+    parts = []
+    for scenario, methods in group(records).items():
+        ref = methods.get("retrain", [])
+        lines = [f"### Throughput: {scenario}", "",
+                 "| method | samples / s | × plain training (Retrain) | device |", "|---|---|---|---|"]
+        for name in order(list(methods)):
+            recs = [r for r in methods[name] if r["metrics"].get("samples") and r["metrics"]["seconds"] > 0]
+            if not recs:
+                continue
+            rate = statistics.fmean(r["metrics"]["samples"] / r["metrics"]["seconds"] for r in recs)
+            base = [r["metrics"]["samples"] / r["metrics"]["seconds"] for r in ref if r["metrics"].get("samples")]
+            ratio = f"{rate / statistics.fmean(base):.2f}" if base else "–"
+            lines.append(f"| {name} | {rate:,.0f} | {ratio} | {recs[0]['env']['device']} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
 def audit_table(audits: list[dict[str, Any]]) -> str:
     """The audit records alone, one table per scenario (`unlearnkit audit` prints it)."""
     parts = []

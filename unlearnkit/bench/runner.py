@@ -21,6 +21,7 @@ import unlearnkit
 from unlearnkit.bench.report import KEY_NEUTRAL
 from unlearnkit.bench.scenarios import Prepared, Progress, Scenario, cached_training, check_device, original_key, prepare
 from unlearnkit.checkpoint import atomic_write, digest
+from unlearnkit.distributed import barrier, world
 from unlearnkit.evaluate import evaluate, evaluation_warnings, loss_histograms
 from unlearnkit.method import build, check_supported
 from unlearnkit.methods.reference import Retrain
@@ -63,6 +64,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     method = build(name, hparams)
     check_supported(method, scenario.task)  # before any data is read or any model trained
     check_device(device)
+    check_divisible(method, scenario)
     prepared = prepare(scenario, seed, cache, device)
     task = prepared.request.task
     ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
@@ -78,7 +80,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         start = time.perf_counter()
         model = method(prepared.original, request)
         seconds = time.perf_counter() - start
-        samples = counter.samples
+        samples = counter.samples  # whole batches (each process is told of every one)
         metrics = evaluate(model, prepared.request, prepared.test, extra_signals=extra_signals)
     seconds += setup_seconds
     metrics.update(gap=avg_gap(metrics, ref_metrics, task.gap_metrics), seconds=seconds, rte=seconds / ref_meta["seconds"],
@@ -102,6 +104,19 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     if keep_model:
         record["_model"] = model
     return record
+
+
+def check_divisible(method: Any, scenario: Scenario) -> None:
+    """Under torchrun every batch is split evenly across the processes: a batch size the number of
+    processes does not divide is refused (the shards' mean gradients would be weighted unevenly)."""
+    if world() == 1:
+        return
+    sizes = {"the method's batch_size": getattr(method, "batch_size", None),
+             "the recipe's batch_size": scenario.train_recipe.batch_size}
+    for what, size in sizes.items():
+        if size is not None and size % world():
+            raise ValueError(f"{what} {size} is not divisible by the {world()} processes; choose a multiple of "
+                             f"{world()}")
 
 
 class SampleCounter:
@@ -150,7 +165,7 @@ def environment(device: torch.device) -> dict[str, str]:
     """Versions, the processor, and the device the timed model actually ran on."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": str(torch.get_num_threads()), "device": name, "cpu": cpu_name()}
+            "threads": str(torch.get_num_threads()), "device": name, "cpu": cpu_name(), "processes": str(world())}
 
 
 def cpu_name() -> str:
@@ -234,7 +249,8 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
                 bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
                 record = run(name, hparams, scenario, seed, cache, device=device)
                 record.update((variants or {}).get(record["key"], {}))
-                append_record(out, record)
+                append_record(out, record)  # rank 0 only, under torchrun
+                barrier()
                 if record["metrics"].get("diverged"):
                     bar.write(f"unlearnkit bench: {name} diverged on {scenario.name} seed {seed} (non-finite outputs); "
                               "its record is marked and left out of the tables' means")

@@ -16,6 +16,7 @@ from torch import nn
 
 from unlearnkit.checkpoint import CheckpointError, cache_dir, digest, load_model, save_model
 from unlearnkit.data import ArrayDataset, Data, holdout, load_data
+from unlearnkit.distributed import agree, barrier
 from unlearnkit.models import build_model, weights_fingerprint
 from unlearnkit.registry import MODELS, TASKS
 from unlearnkit.request import UnlearnRequest, parse_forget
@@ -148,7 +149,10 @@ class Prepared:
         kw = dict(self.data.model_kwargs)
         if self.scenario.model_width is not None:
             kw["width"] = self.scenario.model_width
-        return build_model(self.scenario.model_name, self.data.in_shape, self.data.num_classes, **kw).to(self.device)
+        model = build_model(self.scenario.model_name, self.data.in_shape, self.data.num_classes, **kw).to(self.device)
+        if torch.device(self.device).type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            model = model.to(memory_format=torch.channels_last)  # the fast path for convolutions on a GPU
+        return model
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,6 +205,9 @@ def prepare(scenario: Scenario, seed: int, cache: Path | None = None, device: st
     augment = scenario.train_recipe.augmentation(data.augment)
     request = UnlearnRequest(train, ids, data.num_classes, val=val if len(val) else None, augment=augment, seed=seed,
                              recipe=scenario.train_recipe, classes=classes, task=task)
+    if torch.device(device).type == "cuda":  # the fast path: inputs resident on the GPU
+        for part in (train, val, data.test):
+            part.preload(device)
     prepared = Prepared(scenario, data, request, data.test, nn.Identity(), device=device)
     torch.manual_seed(0)  # the original's initialisation must not depend on what ran before
     model = prepared.new_model()
@@ -269,7 +276,7 @@ def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, t
                   file=sys.stderr)
             meta = None
     path = (cache or cache_dir()) / "models" / name
-    if meta is None and path.is_file():
+    if meta is None and agree(path.is_file()):  # under torchrun every process takes rank 0's decision
         meta = load_model(model, path)
     if meta is None:
         torch.manual_seed(0)
@@ -282,8 +289,8 @@ def cached_training(model: nn.Module, kind: str, key: str, cache: Path | None, t
         meta = {"kind": kind, "key": key, "seconds": time.perf_counter() - start, "torch": torch.__version__,
                 "fingerprint": weights_fingerprint(model)}
         print(f"unlearnkit: trained the {kind} model in {meta['seconds']:.1f} s; cached at {path}", file=sys.stderr)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(model, path, meta)
+        save_model(model, path, meta)  # rank 0 only, under torchrun
+        barrier()
     out = os.environ.get("UNLEARNKIT_STORE_MODELS")
     if out and not (Path(out) / name).is_file():
         save_model(model, Path(out) / name, {**meta, "fingerprint": weights_fingerprint(model)})

@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from unlearnkit import distributed
 from unlearnkit import transforms as T
 from unlearnkit.loop import at, fit, grads_of, trainable, virtual_step
 from unlearnkit.method import METHODS, Optimizer, Range, hp
@@ -104,7 +105,8 @@ class LUR:
             if self.forget_loss == "random_label":
                 y = pair.forget.y.cpu()
                 low = 1 if self.exclude_true_label else 0  # (y + U{1..K-1}) mod K never returns y
-                shift = torch.randint(low, request.num_classes, y.shape, generator=gen)
+                shift = distributed.draw(lambda n: torch.randint(low, request.num_classes, (n,), generator=gen), len(y),
+                                         pair.forget.whole)
                 targets = ((y + shift) % request.num_classes if self.exclude_true_label else shift).to(pair.forget.y.device)
             return self.objective(model, request, pair, targets)
 

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unlearnkit import distributed
 from unlearnkit import transforms as T
 from unlearnkit.loop import checking, fit
 from unlearnkit.method import METHODS, hp
@@ -116,8 +117,8 @@ class NablaTau:
 
         def loss(step: tuple) -> Tensor:
             tau, alpha, fb, rb = step
-            return nabla_tau_loss(F.cross_entropy(model(fb.x), fb.y), F.cross_entropy(model(rb.x), rb.y),
-                                  tau, alpha, self.two_sided)
+            forget_loss = distributed.mean(F.cross_entropy(model(fb.x), fb.y))  # the gate sees the whole batch's
+            return nabla_tau_loss(forget_loss, F.cross_entropy(model(rb.x), rb.y), tau, alpha, self.two_sided)
 
         fit(model, steps(), loss, T.adamw(lr, weight_decay=self.weight_decay), train_mode=self.bn_mode == "train",
             callbacks=request.callbacks)

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Literal
 import torch
 from torch import Tensor, nn
 
+from unlearnkit import distributed
 from unlearnkit import transforms as T
 from unlearnkit.loop import fit
 from unlearnkit.method import METHODS, Optimizer, Range, hp
@@ -105,8 +106,9 @@ def relabelled_passes(request: UnlearnRequest, batch_size: int, epochs: int, exc
     def relabelled(b: Batch) -> Batch:
         pos = position[b.idx]
         is_f = pos >= 0
+        whole = b.whole if is_f.all() else None  # a shard of a forget batch: labels drawn for the whole batch
         drawn = fixed[pos[is_f]] if fixed is not None else random_labels(b.y[is_f], request.num_classes,
-                                                                         exclude_true_label)
+                                                                         exclude_true_label, whole)
         target = b.y.clone()
         target[is_f] = drawn
         return Batch(b.x, b.y, b.idx, target=target)
@@ -119,8 +121,10 @@ def relabelled_passes(request: UnlearnRequest, batch_size: int, epochs: int, exc
         yield from request.batches("retain", batch_size, salt=epoch)
 
 
-def random_labels(y: Tensor, num_classes: int, exclude_true_label: bool = False) -> Tensor:
-    """Uniform labels in [0, K) from the global RNG, or uniform over the K−1 classes other than `y`."""
-    if exclude_true_label:
-        return (y + torch.randint(1, num_classes, y.shape)) % num_classes
-    return torch.randint(0, num_classes, y.shape)
+def random_labels(y: Tensor, num_classes: int, exclude_true_label: bool = False, whole: int | None = None) -> Tensor:
+    """Uniform labels in [0, K) from the global RNG, or uniform over the K−1 classes other than `y`.
+    Under torchrun, when `y` is a shard of a batch of `whole` samples, the draw is made for the
+    whole batch (`distributed.draw`), so every process labels its shard as one process would."""
+    low = 1 if exclude_true_label else 0
+    shift = distributed.draw(lambda n: torch.randint(low, num_classes, (n,)), len(y), whole)
+    return (y + shift) % num_classes if exclude_true_label else shift

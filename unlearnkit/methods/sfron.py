@@ -52,6 +52,7 @@ from typing import Callable, Iterable, Literal
 import torch
 from torch import Tensor, nn
 
+from unlearnkit import distributed
 from unlearnkit import transforms as T
 from unlearnkit.checkpoint import digest
 from unlearnkit.data import fingerprint
@@ -186,14 +187,17 @@ def forget_edit(keep: Grads, clip: float) -> T.Transform:
 
 
 def weighted_ascent(losses: Tensor, alpha: float, temperature: float) -> Tensor:
-    """−α Σ w_i ℓ_i with the adaptive weights w (`adaptive_weights`): the forget step's loss."""
-    return -alpha * (adaptive_weights(losses, temperature) * losses).sum()
+    """−α Σ w_i ℓ_i with the adaptive weights w (`adaptive_weights`): the forget step's loss. Under
+    torchrun each process holds part of the sum; it is scaled by the number of processes, so the
+    averaged gradient is the whole sum's."""
+    return -alpha * (adaptive_weights(losses, temperature) * losses).sum() * distributed.world()
 
 
 def adaptive_weights(losses: Tensor, temperature: float) -> Tensor:
-    """w_i = ℓ_i^(−λ) / Σ_j ℓ_j^(−λ), detached: the best-remembered samples get the most ascent."""
+    """w_i = ℓ_i^(−λ) / Σ_j ℓ_j^(−λ), detached, normalised over the whole batch (all processes'
+    shards under torchrun): the best-remembered samples get the most ascent."""
     inv = 1 / (losses.detach() ** temperature + 1e-15)
-    return inv / inv.sum()
+    return inv / distributed.total(inv.sum())
 
 
 def fisher_diagonal(model: nn.Module, batches: Iterable[Batch], loss: Callable[[Batch], Tensor],
