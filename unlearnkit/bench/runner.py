@@ -90,6 +90,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
         "method": name, "hparams": dataclasses.asdict(method), "scenario": scenario.name,
         "scenario_spec": scenario.as_dict(), "seed": seed, "metrics": metrics,
         "retrain_seconds": ref_meta["seconds"], "version": unlearnkit.__version__,
+        "retrain_metrics": {k: ref_metrics[k] for k in task.metrics if k in ref_metrics},
         "task": {"name": task.name, "metrics": list(task.metrics), "gap_metrics": list(task.gap_metrics),
                  "fields": dataclasses.asdict(task)},
         "env": environment(next(model.parameters()).device),
