@@ -45,6 +45,8 @@ def test_a_search_persists_resumes_without_repeating_and_is_never_worse_than_the
     assert built[1] == {"batch_size": 32, "keep": 0.5, "epochs": 10, "lr": 0.013}  # trial 0: the defaults
     assert set(again["best"]) == {"batch_size", "keep", "epochs", "lr"} and (tmp_path / "tune.db").is_file()
     assert tuning.tuned_search(out, "salun", Scenario("digits", "random:0.1"))["trials"] == 4
+    assert [set(o) for o in again["trial_objectives"]] == [{"gap", "retrain-free"}] * 4  # both read on every trial
+    assert min(o["gap"] for o in again["trial_objectives"]) == again["best_value"]
 
 
 def test_the_retrain_free_objective_runs_without_a_retrain(tmp_path, monkeypatch):
@@ -52,6 +54,7 @@ def test_the_retrain_free_objective_runs_without_a_retrain(tmp_path, monkeypatch
     rec = tuning.tune("ft", Scenario("digits", "class:3"), 2, 600, tmp_path / "t.jsonl", cache=tmp_path,
                       objective="retrain-free", fixed={"batch_size": 32})
     assert rec["objective"] == "retrain-free" and rec["best_value"] <= rec["default_value"]
+    assert [set(o) for o in rec["trial_objectives"]] == [{"retrain-free"}] * 2  # no Retrain was there
 
 
 @pytest.mark.parametrize("argv, msg", [

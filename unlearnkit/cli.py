@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search this range or these choices for a field (repeatable)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="fix a field (repeatable)")
     t.add_argument("--methods", default="", help="with --grid: comma-separated methods to tune")
+    t.add_argument("--only", default="", help="with --grid: comma-separated forget rules to tune (default: all)")
     t.add_argument("--reported-seeds", default="0,1,2", help="seeds the tables report (the validation request avoids "
                                                             "their forget sets; a grid's own seeds with --grid)")
     t.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite file beside --out)")
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, required=True, help="audit records JSONL (appended; finished audits are skipped)")
     a.add_argument("--models", type=int, default=16, help="models per kind in the pool (originals, Retrains, each method's)")
     a.add_argument("--methods", default="", help="comma-separated methods to audit (default: the grid's)")
+    a.add_argument("--only", default="", help="comma-separated forget rules to audit (default: all the grid's)")
     a.add_argument("--cache", type=Path, default=None)
     a.add_argument("--device", default=None, help="run models on this device, e.g. cuda (default: cpu)")
     o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
@@ -276,7 +278,8 @@ def tune_command(args: argparse.Namespace) -> int:
         fixed[field] = json.loads(value)
     if args.grid:
         chosen = {m for m in args.methods.split(",") if m}
-        jobs = grid_jobs(args.grid)
+        rules = {r for r in args.only.split(",") if r}
+        jobs = [j for j in grid_jobs(args.grid) if not rules or j[2].forget in rules]
         seeds = sorted({j[3] for j in jobs})
         todo: dict[tuple[str, str], tuple[str, dict[str, Any], Scenario]] = {}
         for name, hp, scenario, _ in jobs:
@@ -378,7 +381,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         from unlearnkit.bench.audit import audit
 
-        jobs = grid_jobs(args.grid)
+        rules = {r for r in args.only.split(",") if r}
+        jobs = [j for j in grid_jobs(args.grid) if not rules or j[2].forget in rules]
         chosen = {m for m in args.methods.split(",") if m}
         unknown = chosen - set(METHODS.names())
         if unknown:
