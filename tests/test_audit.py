@@ -69,3 +69,12 @@ def test_report_adds_audit_columns_and_lists_disagreements():
     assert "ft: the SVC MIA (10.5) is within noise of Retrain's (10.0), but U-LiRA tells" in text
     assert "ga: the SVC MIA (40.0) differs from Retrain's (10.0), but U-LiRA cannot tell" in text
     assert "U-LiRA" not in report.markdown(records)
+
+
+def test_a_diverged_method_is_recorded_as_such_and_reported(tmp_path):
+    scenario = Scenario("digits", "random:0.1")
+    grid = [("retrain", {}, scenario, 0), ("ga", {"lr": 1e6, "epochs": 3}, scenario, 0)]
+    records = audit(grid, tmp_path / "audit.jsonl", models=3, cache=tmp_path / "cache")
+    by = {r["method"]: r["audit"] for r in records}
+    assert by["ga"] == {"diverged": 3} and "ULiRA" in by["retrain"]
+    assert "| ga | diverged (3 models) |" in report.audit_table(records)

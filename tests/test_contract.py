@@ -24,6 +24,9 @@ def test_every_registered_method_keeps_the_contract(name):
     # clause but "forgets" (it forgets nothing, and is in the tables to show how far the others moved).
     skip = ("forgets",) if name == "original" else ()
     check_method(METHODS[name], toys=("mlp", "cnn"), skip=skip)
+    meta = METHODS.meta(name)
+    assert meta["defaults"].strip(), f"{name}: say where its default values come from (register(defaults=...))"
+    assert meta["family"] == "reference" or meta["paper"].strip(), f"{name}: cite its paper"
 
 
 def fine_tune(model: nn.Module, request: UnlearnRequest, lr: float) -> nn.Module:

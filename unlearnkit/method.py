@@ -148,14 +148,15 @@ def validated(cls: type) -> type:
 class MethodRegistry(Registry[type]):
     """Methods, with metadata every table and check reads: `family` ("reference": Retrain and
     Original; "baseline"; "reproduced": the five methods whose papers unlearnkit reproduces and
-    tests), `paper` (the citation) and `tasks` (what it runs on). Registering a method also makes
+    tests), `paper` (the citation), `tasks` (what it runs on) and `defaults` (where its default
+    values come from: a paper, official code, or our choice and why). Registering a method also makes
     its constructor validate every field (`check_fields`)."""
 
     def register(self, name: str, *, family: str, paper: str = "",  # type: ignore[override]
-                 tasks: tuple[str, ...] = ("classification",)) -> Callable[[type], type]:
+                 tasks: tuple[str, ...] = ("classification",), defaults: str = "") -> Callable[[type], type]:
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-        add = super().register(name, family=family, paper=paper, tasks=tuple(tasks))
+        add = super().register(name, family=family, paper=paper, tasks=tuple(tasks), defaults=defaults)
 
         def decorator(cls: type) -> type:
             if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]

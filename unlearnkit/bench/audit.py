@@ -119,6 +119,9 @@ class Pool:
     def audit(self, name: str, hparams: dict[str, Any]) -> dict[str, float]:
         """U-LiRA on the forget set and KLOM (95th percentile) on each group, against the oracle pool."""
         oracle, unlearned = self.column("retrain", self.retrained), self.unlearned(name, hparams)
+        bad = int((~np.isfinite(unlearned)).any(1).sum())
+        if bad:  # a diverged member: the audit is not defined, and the record says so
+            return {"diverged": bad}
         f = self.groups["forget"]
         u = ulira(unlearned[:, f], oracle[:, f])
         k = klom_summary(klom(unlearned, oracle), self.groups)
@@ -179,8 +182,11 @@ def audit(grid: list[tuple[str, dict[str, Any], Scenario, int]], out: Path, mode
                     "pool": {"models": models, "bins": klom_bins(models),
                              "points": {g: len(v) for g, v in pool.groups.items()}},
                     "seconds": time.perf_counter() - start, "env": environment(torch.device(device or "cpu"))})
-                print(f"unlearnkit audit: {name}: U-LiRA {result['ULiRA']:.1f}%, KLOM forget {result['KLOM_forget']:.2f} "
-                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+                summary = (f"{result['diverged']} of {models} models diverged (non-finite outputs), no audit"
+                           if "diverged" in result else
+                           f"U-LiRA {result['ULiRA']:.1f}%, KLOM forget {result['KLOM_forget']:.2f}")
+                print(f"unlearnkit audit: {name}: {summary} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+                      flush=True)
     return read_records(out)
 
 

@@ -190,9 +190,13 @@ def markdown(records: list[dict[str, Any]], audits: list[dict[str, Any]] = ()) -
                 cells.append(f"{statistics.fmean(sigmas):.2f}" if sigmas else "–")
             if gold:
                 a = audit_cells(gold, name, varying)
-                cells += [f"{a['ULiRA']:.1f}" if a else "–",
-                          " / ".join(f"{a.get(f'KLOM_{g}', float('nan')):.2f}" for g in ("forget", "retain", "val"))
-                          if a else "–"]
+                if a and "diverged" in a:
+                    cells += [f"diverged ({a['diverged']} models)", "–"]
+                    a = None
+                else:
+                    cells += [f"{a['ULiRA']:.1f}" if a else "–",
+                              " / ".join(f"{a.get(f'KLOM_{g}', float('nan')):.2f}" for g in ("forget", "retain", "val"))
+                              if a else "–"]
                 if a and gold_ref and good and ref and not name.startswith(("retrain", "original")):
                     flags.append(disagreement(name, good, ref, a, gold_ref))
             gap_cell = "–"
@@ -284,6 +288,9 @@ def audit_table(audits: list[dict[str, Any]]) -> str:
                  "| KLOM₉₅ val |", "|---|---|---|---|---|---|---|"]
         for name in order(list(rows)):
             a = rows[name]["audit"]
+            if "diverged" in a:
+                lines.append(f"| {name} | diverged ({a['diverged']} models) | – | – | – | – | – |")
+                continue
             lines.append(f"| {name} | {a['ULiRA']:.1f} | {a['ULiRA_auc']:.3f} | {a['ULiRA_p10']:.0f}–{a['ULiRA_p90']:.0f} "
                          f"| {a['KLOM_forget']:.2f} | {a['KLOM_retain']:.2f} | {a['KLOM_val']:.2f} |")
         parts.append("\n".join(lines))

@@ -38,7 +38,10 @@ from unlearnkit.request import UnlearnRequest
 BOUNDARY = "Chen et al., CVPR 2023 (Boundary Unlearning)"
 
 
-@METHODS.register("bs", family="baseline", paper=BOUNDARY)
+@METHODS.register("bs", family="baseline", paper=BOUNDARY,
+                  defaults="10 epochs, lr 1e-6: the SalUn-protocol scripts for 10% random forgetting; SGD momentum "
+                           "0.9, wd 5e-4, batch 256: parser defaults; eps 0.1 in input units: our choice (the "
+                           "code's 0.1 pixel step has no exact equivalent on standardised inputs)")
 @dataclass(frozen=True)
 class BoundaryShrink:
     """Fine-tune each forget sample towards the class a frozen copy predicts on its FGSM neighbour.
@@ -70,7 +73,9 @@ class BoundaryShrink:
         return fit(model, request.batches("forget", self.batch_size, self.epochs), loss, tx, callbacks=request.callbacks)
 
 
-@METHODS.register("be", family="baseline", paper=BOUNDARY)
+@METHODS.register("be", family="baseline", paper=BOUNDARY,
+                  defaults="10 epochs, lr 1e-6: the SalUn-protocol scripts for 10% random forgetting; SGD momentum "
+                           "0.9, wd 5e-4, batch 256: parser defaults")
 @dataclass(frozen=True)
 class BoundaryExpand:
     """Fine-tune the forget set into an extra shadow class of the last linear layer, then prune that class.

@@ -17,7 +17,9 @@ from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("ft", family="baseline", paper="Warnock et al., 2022 (fine-tuning)", tasks=LOSS_BASED)
+@METHODS.register("ft", family="baseline", paper="Warnock et al., 2022 (fine-tuning)", tasks=LOSS_BASED,
+                  defaults="10 epochs, lr 0.01 constant, SGD momentum 0.9, weight decay 5e-4, batch 256: the SalUn line's "
+                           "FT (OPTML-Group/Unlearn-Sparse and Unlearn-Saliency parser defaults)")
 @dataclass(frozen=True)
 class FineTune:
     """Descend on the retain set's cross-entropy.

@@ -19,7 +19,9 @@ from unlearnkit.tasks import LOSS_BASED
 
 
 @METHODS.register("ga", family="baseline", paper="Thudi et al., 2022; Graves et al., 2021 (gradient ascent)",
-                  tasks=LOSS_BASED)
+                  tasks=LOSS_BASED, defaults="5 epochs, lr 1e-4: the SalUn-protocol CIFAR-10 scripts "
+                  "(JingWu321/Scissorhands Classification/sh/main_0.1_cifar10.sh); SGD momentum 0.9, wd 5e-4, batch 256: "
+                  "the shared parser defaults")
 @dataclass(frozen=True)
 class GradientAscent:
     """Maximise the forget set's cross-entropy (minimise its negative).

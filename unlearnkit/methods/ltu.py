@@ -63,7 +63,10 @@ SIGNALS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {  # (log-softmax, labe
 }
 
 
-@METHODS.register("ltu", family="reproduced", paper="Huang, Foo, Liu, ECCV 2024 (LTU)")
+@METHODS.register("ltu", family="reproduced", paper="Huang, Foo, Liu, ECCV 2024 (LTU)",
+                  defaults="none is the paper's (no code; its body could not be read offline): the outer SGD (lr 0.01, "
+                           "momentum 0.9, wd 5e-4) is the SalUn-line baselines'; inner lr = outer lr (MLDG); 3 MI "
+                           "heads, a 20% retain subset, 100 steps of batch 64, one-sided PCGrad: our choices")
 @dataclass(frozen=True)
 class LTU:
     """Meta-learn to forget (MI feedback on D_f) and remember (small retain subset), harmonising the two gradients.

@@ -52,7 +52,10 @@ from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Params
 
 
-@METHODS.register("lur", family="reproduced", paper="Patel & Qiu, ICCV 2025 (LUR)", tasks=LOSS_BASED)
+@METHODS.register("lur", family="reproduced", paper="Patel & Qiu, ICCV 2025 (LUR)", tasks=LOSS_BASED,
+                  defaults="none is the paper's (no code; its body could not be read offline): 10 epochs and lr 5e-3 "
+                           "are Scissorhands' CIFAR-10 setting (main_0.1_cifar10.sh), momentum 0.9, wd 5e-4, batch "
+                           "256 its parser defaults; inner lr = lr (MLDG) and weights 1: our choices")
 @dataclass(frozen=True)
 class LUR:
     """Minimise a forget/retain lookahead objective whose gradient carries an implicit anti-conflict term.

@@ -60,7 +60,11 @@ from unlearnkit.metrics import per_sample_loss, predict
 from unlearnkit.request import UnlearnRequest
 
 
-@METHODS.register("nabla-tau", family="reproduced", paper="Trippa et al., arXiv 2403.14339 (∇τ)")
+@METHODS.register("nabla-tau", family="reproduced", paper="Trippa et al., arXiv 2403.14339 (∇τ)",
+                  defaults="the authors' notebook (dnl-trpp/Nabla-Tau 1012093, Unlearning_main_Cifar10): alpha0 = 5/3 x "
+                           "forget fraction, E = int(n_R/(2 n_F) x 6) forget epochs, AdamW lr 1e-3 wd 0.01 decayed "
+                           "linearly to 0.1x, batch 256, tau refreshed every 5 epochs, BatchNorm frozen; max_alpha "
+                           "0.5 is our guard (the largest alpha0 the authors ran)")
 @dataclass(frozen=True)
 class NablaTau:
     """Ascend on the forget set until its loss reaches the held-out loss τ, while fine-tuning on retain.

@@ -26,7 +26,9 @@ from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import LOSS_BASED
 
 
-@METHODS.register("neggrad+", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (NegGrad+)", tasks=LOSS_BASED)
+@METHODS.register("neggrad+", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (NegGrad+)", tasks=LOSS_BASED,
+                  defaults="beta 0.95, 10 epochs, lr 0.01, SGD momentum 0.9, batch 256: a third-party port of the SCRUB "
+                           "notebooks' NegGrad+; weight decay 5e-4: our choice, the value every SalUn-line baseline uses")
 @dataclass(frozen=True)
 class NegGradPlus:
     """Minimise β·CE on retain batches minus (1 − β)·CE on paired forget batches.

@@ -86,7 +86,11 @@ PER_REQUEST_CACHES = (STATISTICS_CACHE,)  # the benchmark runner clears it, so e
 MIN_RETAIN_EVAL = 1000  # floor of the retain subsample that "retain_drop" evaluates
 
 
-@METHODS.register("pgu", family="reproduced", paper="Hoang et al., WACV 2024 (PGU)")
+@METHODS.register("pgu", family="reproduced", paper="Hoang et al., WACV 2024 (PGU)",
+                  defaults="the official configurations (hnanhtuan/projected_gradient_unlearning b3275c3): random "
+                           "requests unlearn.py's (tau 0.95, batch 128 unshuffled, val-gap stop), class requests "
+                           "unlearn_class.py's (tau 0.9, k+1, batch 100 shuffled, augmented statistics, retain-drop "
+                           "stop); lr 0.05 to 0.01 over 99 passes, plain SGD, loss weights 1 and 0.2, offset 0.05")
 @dataclass(frozen=True)
 class PGU:
     """Forget-set-only descent on PGU's loss, each weight update projected out of its retain input subspace.

@@ -15,7 +15,7 @@ from unlearnkit.train import Recipe, reinitialize, train_model
 
 
 @METHODS.register("retrain", family="reference", paper="exact unlearning: training again without the forget set",
-                  tasks=LOSS_BASED)
+                  tasks=LOSS_BASED, defaults="the original's own recipe, on the retain set, from a fresh initialisation")
 @dataclass(frozen=True)
 class Retrain:
     """Re-initialise the model and train it on the retain set with the original recipe.
@@ -47,7 +47,7 @@ class Retrain:
 
 
 @METHODS.register("original", family="reference", paper="no unlearning: the trained model as it stands",
-                  tasks=LOSS_BASED)
+                  tasks=LOSS_BASED, defaults="no hyper-parameters")
 @dataclass(frozen=True)
 class Original:
     """Return a copy of the model unchanged (a reference row: how much each method moved the metrics).

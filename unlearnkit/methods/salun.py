@@ -39,7 +39,10 @@ from unlearnkit.tasks import LOSS_BASED
 from unlearnkit.transforms import Grads
 
 
-@METHODS.register("salun", family="baseline", paper="Fan et al., ICLR 2024 (SalUn)", tasks=LOSS_BASED)
+@METHODS.register("salun", family="baseline", paper="Fan et al., ICLR 2024 (SalUn)", tasks=LOSS_BASED,
+                  defaults="the authors' README for 10% random forgetting on CIFAR-10 (OPTML-Group/Unlearn-Saliency "
+                           "a6e89fd): keep 0.5, 10 epochs, lr 0.013 constant; SGD momentum 0.9, wd 5e-4, batch 256 "
+                           "(parser defaults); RL's passes and labels")
 @dataclass(frozen=True)
 class SalUn:
     """Random labels on the forget set, then descent on the retain set, salient weights only.

@@ -34,7 +34,9 @@ from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.request import UnlearnRequest
 
 
-@METHODS.register("scrub", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (SCRUB)")
+@METHODS.register("scrub", family="baseline", paper="Kurmanji et al., NeurIPS 2023 (SCRUB)",
+                  defaults="the SFR-on repository's CIFAR-10 SCRUB block: 6 epochs, msteps 2, lr 8e-5 cosine per "
+                           "epoch, wd 5e-4, momentum 0.9, gamma 0.99, alpha 0.001, temperature 4, batch 128")
 @dataclass(frozen=True)
 class SCRUB:
     """Alternate max-steps (diverge from the teacher on D_f) and min-steps (match it and the labels on D_r).

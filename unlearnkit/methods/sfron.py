@@ -67,7 +67,10 @@ FISHER_CACHE: OrderedDict[str, tuple[Grads, Grads]] = OrderedDict()
 PER_REQUEST_CACHES = (FISHER_CACHE,)  # cleared by the benchmark runner before each timed run
 
 
-@METHODS.register("sfr-on", family="reproduced", paper="Huang et al., NeurIPS 2024 (SFR-on)", tasks=LOSS_BASED)
+@METHODS.register("sfr-on", family="reproduced", paper="Huang et al., NeurIPS 2024 (SFR-on)", tasks=LOSS_BASED,
+                  defaults="the official CIFAR-10 10% settings (K1nght/Unified-Unlearning-w-Remain-Geometry 36bb7f6, "
+                           "Classification/unlearn/sfron.py): 1500 iterations, a forget step every 5, SGD lr 0.01 "
+                           "cosine, momentum 0.9, wd 5e-4, alpha0 25, lambda 0.5, gamma 1, clip 7, batch 128")
 @dataclass(frozen=True)
 class SFROn:
     """Fisher-ratio-masked, loss-weighted ascent on forget batches, interleaved with retain descent.
