@@ -14,7 +14,7 @@ RESULTS, TUNED = ROOT / "results", ROOT / "tuned"
 sys.path.insert(0, str(ROOT.parent))
 
 from unlearnkit.bench.report import group, markdown, seed_gaps, ties_with_best  # noqa: E402
-from unlearnkit.bench.runner import read_records  # noqa: E402
+from unlearnkit.bench.runner import read_records, record_key  # noqa: E402
 from unlearnkit.method import METHODS  # noqa: E402
 
 REPRODUCED = [n for n in METHODS.ordered() if METHODS.meta(n)["family"] == "reproduced"]
@@ -26,18 +26,20 @@ GRIDS = {"cifar10": "cifar10.toml", "fashion": "fashion.toml", "digits": "quick.
 
 def records(name: str) -> list[dict]:
     """The records of `name`'s grid as it stands (a record of an older recipe or default is left out)."""
-    from unlearnkit.bench.runner import record_key
-    from unlearnkit.cli import grid_jobs
+    from unlearnkit.cli import grid_keys
 
-    keys = {record_key(*job) for job in grid_jobs(ROOT / GRIDS[name])}
+    keys = grid_keys(ROOT / GRIDS[name])
     return [r for r in read_records(RESULTS / f"{name}.jsonl") if r["key"] in keys]
 
 
 def expected(name: str) -> Counter:
-    """scenario -> how many runs its grid has."""
-    from unlearnkit.cli import grid_jobs
+    """scenario -> how many records its grid has (tuned rows included)."""
+    from unlearnkit.cli import grid_jobs, tuned_jobs
 
-    return Counter(job[2].name for job in grid_jobs(ROOT / GRIDS[name]))
+    path = ROOT / GRIDS[name]
+    jobs, variants = tuned_jobs(path, grid_jobs(path))
+    copies = Counter(job[2].name for job in jobs if variants.get(record_key(*job), {}).get("copy"))
+    return Counter(job[2].name for job in jobs) + copies
 
 
 def machines(recs: list[dict]) -> str:

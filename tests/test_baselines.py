@@ -321,3 +321,19 @@ def test_boundary_expand_refuses_a_last_linear_that_is_not_the_head(toy):
 def test_invalid_hyper_parameters_are_refused(name, bad):
     with pytest.raises(ValueError):
         METHODS[name](**bad)
+
+
+def test_retrain_warns_about_weights_it_cannot_redraw():
+    from unlearnkit.train import reinitialize
+
+    class WithRawParameter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.full((3,), 7.0))
+            self.head = nn.Linear(3, 2)
+
+    model = WithRawParameter()
+    before = model.head.weight.detach().clone()
+    with pytest.warns(UserWarning, match=r"could not re-initialise \['scale'\]"):
+        reinitialize(model, 0)
+    assert not torch.equal(model.head.weight, before) and torch.equal(model.scale, torch.full((3,), 7.0))

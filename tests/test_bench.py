@@ -198,7 +198,7 @@ def test_cli_run_with_checkpoint_never_modifies_it(tmp_path, cache, capsys):
     model = prepared.new_model()
     assert load_model(model, saved)["method"] == "ft"
     assert main(["run", "ft", "--checkpoint", str(ckpt), "--save", str(ckpt), "--cache", str(cache)]) == 2
-    assert "never overwritten" in capsys.readouterr().err and sha(ckpt) == before
+    assert "would overwrite --checkpoint" in capsys.readouterr().err and sha(ckpt) == before
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -357,6 +357,21 @@ def test_report_marks_diverged_seeds():
     assert next(line for line in text.splitlines() if line.startswith("| ga |")).endswith("| 2 (1 diverged) |")
 
 
+def test_the_plot_leaves_diverged_runs_out(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    def rec(method, seed, ua, rte, diverged=False):
+        m = {"UA": ua, "RA": 1.0, "TA": 1.0, "MIA": 1.0, "gap": 0.0, "rte": rte, **({"diverged": 1.0} if diverged else {})}
+        return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0, "metrics": m}
+
+    points = {}
+    monkeypatch.setattr(Axes, "annotate", lambda self, name, xy, **kw: points.__setitem__(name, xy))
+    report.plot([rec("retrain", 0, 1.0, 1.0), rec("retrain", 1, 1.0, 1.0), rec("ga", 0, float("nan"), 9.0, True),
+                 rec("ga", 1, 5.0, 0.5), rec("only-diverged", 0, float("nan"), 1.0, True)], tmp_path / "p.png")
+    assert points["ga"] == pytest.approx((0.5, 1.0))  # seed 1's gap (|5 - 1| / 4) and time only
+    assert set(points) == {"retrain", "ga"}
+
+
 @pytest.mark.parametrize("grid", sorted((Path(__file__).parents[1] / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
 def test_committed_grids_name_registered_methods_and_fields(grid):
     """Every grid that scripts/benchmarks.sh runs builds each of its methods with its fields (a typo
@@ -411,3 +426,34 @@ def test_a_model_store_serves_the_committed_models_and_refuses_tampered_ones(tmp
     prepare(Scenario("digits", "random:0.1"), 0, tmp_path / "cache4")
     err = capsys.readouterr().err
     assert "do not match the fingerprint" in err and "training the original" in err
+
+
+def test_tuned_rows_run_once_and_a_tuned_default_is_a_copy(tmp_path):
+    from unlearnkit.bench.runner import append_record
+    from unlearnkit.cli import grid_keys
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('seeds = [0]\ntuned = "t.jsonl"\n[[scenario]]\ndataset = "digits"\nforget = ["random:0.1"]\n'
+                    '[methods.retrain]\n[methods.ft]\nepochs = 1\n[methods.ga]\nlr = 1e-3\n')
+    spec = Scenario("digits", "random:0.1").as_dict()
+    for method, best in (("ft", {"epochs": 1}), ("ga", {"lr": 2e-3})):  # ft: the grid's own setting won
+        append_record(tmp_path / "t.jsonl", {"kind": "tune", "method": method, "scenario_spec": spec, "objective": "gap",
+                                             "best": best, "trials": 4, "seconds": 2.0, "retrain_seconds": 1.0})
+    out = tmp_path / "r.jsonl"
+    argv = ["bench", str(grid), "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    records = runner.read_records(out)
+    by = {(r["method"], r.get("variant")): r for r in records}
+    assert len(records) == 5 and by[("ga", "tuned")]["hparams"]["lr"] == 2e-3
+    assert by[("ft", "tuned")]["metrics"] == by[("ft", None)]["metrics"] and by[("ft", "tuned")]["key"] != by[("ft", None)]["key"]
+    assert {r["key"] for r in records} == grid_keys(grid)
+    assert main(argv) == 0 and runner.read_records(out) == records  # nothing to run again, no duplicate copy
+    assert "| ft (tuned) |" in report.markdown(records) and "| ft |" in report.markdown(records)
+
+
+def test_a_run_that_diverged_fails_the_call_that_ran_it_only(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text('seeds = [0]\n[[scenario]]\ndataset = "digits"\n[methods.retrain]\n[methods.ga]\nlr = 1e8\nepochs = 3\n')
+    argv = ["bench", str(grid), "--out", str(tmp_path / "r.jsonl"), "--cache", str(tmp_path / "cache")]
+    assert main(argv) == 3
+    assert main(argv) == 0  # resumed: the diverged record stands, nothing new blew up

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -31,6 +32,8 @@ epochs = 5
 epochs = 2
 [methods.nabla-tau]
 batch_size = 64
+[methods.sfr-on]
+iterations = 40
 """
 
 
@@ -45,7 +48,7 @@ def torchrun(*args: str) -> list[str]:
 
 
 def test_two_processes_give_the_metrics_of_one_on_the_same_global_batches(tmp_path):
-    """FT, PGU, SalUn and ∇τ on a class and a random request, one process and two, from the same
+    """FT, PGU, SalUn, ∇τ and SFR-on on a class and a random request, one process and two, from the same
     original and Retrain (a model store). Tolerance: every metric equal to within 0.5 points (one
     forget or test sample is ~0.3-0.7 points here); what differs is only the order of float sums."""
     grid = tmp_path / "g.toml"
@@ -58,7 +61,7 @@ def test_two_processes_give_the_metrics_of_one_on_the_same_global_batches(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     a = {(r["method"], r["scenario"]): r for r in map(json.loads, one.read_text().splitlines())}
     b = {(r["method"], r["scenario"]): r for r in map(json.loads, two.read_text().splitlines())}
-    assert a.keys() == b.keys() and len(a) == 10
+    assert a.keys() == b.keys() and len(a) == 12
     for key in a:
         assert b[key]["env"]["processes"] == "2" and b[key]["models"] == a[key]["models"]
         for metric in ("UA", "RA", "TA", "MIA"):
@@ -109,3 +112,39 @@ def test_the_gpu_check_script_runs_its_steps_on_a_cpu(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "gpu_check.jsonl").read_text().splitlines()]
     assert {r["method"] for r in records} == {"retrain", "original", "nabla-tau", "sfr-on", "pgu", "ltu", "lur"}
     assert "### Throughput: digits mlp random:0.1" in table and "| sfr-on |" in table and "× plain training" in table
+
+
+FISHER = """
+import sys, torch
+from torch import nn
+from unlearnkit import distributed
+from unlearnkit.data import ArrayDataset
+from unlearnkit.methods.sfron import fisher_diagonal
+from unlearnkit.request import UnlearnRequest
+
+distributed.init_from_env()
+g = torch.Generator().manual_seed(0)
+data = ArrayDataset(torch.randn(64, 5, generator=g), torch.arange(64) % 3)
+request = UnlearnRequest(data, torch.arange(16), 3)
+model = nn.Linear(5, 3)
+model.load_state_dict({"weight": torch.randn(3, 5, generator=g), "bias": torch.zeros(3)})
+fisher = fisher_diagonal(model, request.batches("forget", 8), lambda b: request.loss(model, b))
+if distributed.rank() == 0:
+    torch.save(fisher, sys.argv[1])
+"""
+
+
+def test_sfron_fisher_is_the_whole_batches_under_two_processes(tmp_path):
+    """Each process sees half of each batch: the Fisher diagonal, hence SFR-on's saliency mask, must
+    still be that of the whole batches (one process), not of one process's halves."""
+    script = tmp_path / "fisher.py"
+    script.write_text(FISHER)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    subprocess.run([sys.executable, str(script), str(one)], env=env(tmp_path), check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(two)], env=env(tmp_path, UNLEARNKIT_DIST_TIMEOUT="100"),
+                          capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])

@@ -42,7 +42,20 @@ BAD_SCENARIOS = [
     (["run", "ft", "--train-size", "1"], "train_size must be an integer >= 2"),
     (["run", "scrub", "--task", "generation", "--forget", "class:3"], "scrub does not support the generation task"),
     (["run", "ft", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["run", "ft", "--task", "generation", "--forget", "random:0.1"], "metrics need a forget rule of kind class"),
 ]
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("steps", 0, "steps must be an integer >= 1"), ("steps", 2000, "<= T = 1000"), ("steps", 2.5, "steps must be"),
+    ("samples_per_class", 0, "samples_per_class must be"), ("seed", -1, "seed must be an integer >= 0"),
+    ("guidance", math.nan, "guidance must be a finite number"), ("guidance", -1.0, "guidance must be"),
+    ("p_uncond", 1.0, "p_uncond must be in"), ("sampler", "euler", "sampler must be")])
+def test_a_grid_scenario_with_a_bad_generation_field_is_refused_when_read(field, value, msg):
+    from unlearnkit.bench.scenarios import Scenario
+
+    with pytest.raises(ValueError, match=msg):
+        Scenario("digits", "class:3", task="generation", task_options={field: value})
 
 
 def run_cli(argv, capsys, tmp_path):
@@ -87,6 +100,11 @@ def test_the_api_refuses_bad_fields_and_shapes_in_its_own_words():
         unlearnkit.unlearn(nn.Linear(3, 5), data, [0, 1], "ft")
     with pytest.raises(ValueError, match="num_classes is 1"):
         unlearnkit.make_request(nn.Linear(3, 2), data, [0, 1], num_classes=1)
+    with pytest.raises(ValueError, match="num_classes is 0"):
+        unlearnkit.make_request(nn.Linear(3, 2), data, [0, 1], num_classes=0)  # 0 is not "infer it"
+    negative = ArrayDataset(torch.randn(10, 3), torch.tensor([-1, 0, 1, 0, 1, 0, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="labels must be class indices >= 0"):
+        unlearnkit.make_request(nn.Linear(3, 2), negative, [0, 1])
 
 
 def test_a_nan_checkpoint_and_a_directory_are_refused_before_any_work(capsys, tmp_path):
@@ -102,6 +120,21 @@ def test_a_nan_checkpoint_and_a_directory_are_refused_before_any_work(capsys, tm
     for path, msg in ((tmp_path, "is a directory, not a checkpoint file"), (tmp_path / "none.st", "not found")):
         code, err = run_cli(["run", "ft", "--checkpoint", str(path)], capsys, tmp_path)
         assert code == 2 and msg in err, err
+
+
+def test_a_method_that_needs_held_out_data_is_refused_before_retrain_trains(capsys, tmp_path):
+    """With --checkpoint nothing is held out: ∇τ (and LTU without its extra loss) cannot run, and
+    say so before the runner spends minutes training the Retrain reference."""
+    from safetensors.torch import save_model as save
+
+    from unlearnkit.bench.scenarios import Scenario, prepare
+
+    save(prepare(Scenario("digits"), 0, tmp_path / "c0").original, str(tmp_path / "orig.safetensors"))
+    capsys.readouterr()
+    for method in ("nabla-tau", "ltu"):
+        code, err = run_cli(["run", method, "--checkpoint", str(tmp_path / "orig.safetensors")], capsys, tmp_path)
+        assert code == 2 and ("held-out data" in err or "no forgetting signal" in err), err
+        assert "training the retrain model" not in err, err
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(capsys, tmp_path):

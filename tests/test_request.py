@@ -76,6 +76,10 @@ def test_sequential_requests(ds):
     assert not torch.isin(second.retain, torch.tensor([1, 2, 3, 4, 5])).any() and len(second.retain) == 95
     with pytest.raises(RequestError, match="already forgotten"):
         second.then(torch.tensor([2]))
+    with pytest.raises(RequestError, match="integers"):
+        second.then(torch.tensor([6.5]))  # not truncated to id 6
+    with pytest.raises(RequestError, match="integers"):
+        second.then([6.0])
 
 
 def test_excluded_ids_are_validated(ds):

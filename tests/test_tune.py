@@ -42,7 +42,7 @@ def test_a_search_persists_resumes_without_repeating_and_is_never_worse_than_the
     assert first["trials"] == 2 and again["trials"] == 4
     assert len(built) - calls == 1 + 2  # the default method once, then only the two trials not run before
     assert again["best_value"] <= again["default_value"] == first["default_value"]
-    assert built[1] == {"batch_size": 32, "keep": 0.5, "epochs": 10, "lr": 0.013}  # trial 0: the defaults
+    assert built[1] == {"batch_size": 32}  # trial 0: the defaults as they are
     assert set(again["best"]) == {"batch_size", "keep", "epochs", "lr"} and (tmp_path / "tune.db").is_file()
     assert tuning.tuned_search(out, "salun", Scenario("digits", "random:0.1"))["trials"] == 4
     assert [set(o) for o in again["trial_objectives"]] == [{"gap", "retrain-free"}] * 4  # both read on every trial
@@ -71,3 +71,36 @@ def test_bad_tuning_input_is_one_line_and_writes_nothing(argv, msg, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_every_method_of_a_grid_can_be_searched(tmp_path, capsys):
+    # PGU's tau defaults to None ("auto": the official configuration), ∇τ declares nothing to search,
+    # and SCRUB refuses msteps > epochs: none of them may stop a grid's search.
+    grid = tmp_path / "g.toml"
+    grid.write_text('seeds = [0]\n[[scenario]]\ndataset = "digits"\nforget = ["random:0.1"]\n'
+                    '[methods.retrain]\n[methods.pgu]\nepochs = 3\n[methods.nabla-tau]\n[methods.scrub]\n')
+    out = tmp_path / "t.jsonl"
+    argv = ["tune", "--grid", str(grid), "--trials", "2", "--out", str(out), "--cache", str(tmp_path)]
+    assert main(argv) == 0
+    assert "nabla-tau: nothing to search" in capsys.readouterr().err
+    records = {r["method"]: r for r in tuning.read_records(out)}
+    assert set(records) == {"pgu", "scrub"} and records["pgu"]["best"]["epochs"] == 3
+    assert records["pgu"]["trials"] == 2 and records["pgu"]["default_value"] >= records["pgu"]["best_value"]
+    assert main(argv) == 0 and len(tuning.read_records(out)) == 2  # finished searches are not appended again
+    assert "already searched" in capsys.readouterr().err
+
+
+def test_a_point_the_method_refuses_is_a_worst_trial_not_a_crash(tmp_path):
+    rec = tuning.tune("scrub", Scenario("digits", "random:0.1"), 3, 600, tmp_path / "t.jsonl", cache=tmp_path,
+                      space_specs=["msteps=4:5", "epochs=2:3"], fixed={"batch_size": 32})
+    assert rec["trials"] == 3 and rec["invalid_trials"] == 2  # every drawn point has msteps > epochs
+    assert rec["best_value"] == rec["default_value"] < 1e9 and rec["best"]["msteps"] == 2
+
+
+def test_search_space_choices_and_bounds_are_read_as_the_fields_are():
+    cls = tuning.METHODS["nabla-tau"]
+    assert tuning.parse_space(["class_tau=val_mean,chance"], cls)["class_tau"] == ("val_mean", "chance")
+    with pytest.raises(tuning.TuneError, match="lr must be > 0"):
+        tuning.parse_space(["lr=-1:1"], tuning.METHODS["ft"])
+    with pytest.raises(tuning.TuneError, match="class_tau must be one of"):
+        tuning.parse_space(["class_tau=val_mean,bogus"], cls)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of, take
-from unlearnkit.method import Method, build, check_supported
+from unlearnkit.method import Method, build, check_request
 from unlearnkit.request import UnlearnRequest
 from unlearnkit.tasks import Classification, Task
 
@@ -18,7 +18,9 @@ def make_request(model: nn.Module, train: Dataset, forget: Any, num_classes: int
                  val: Dataset | None = None, seed: int = 0, **kwargs: Any) -> UnlearnRequest:
     """A validated request; also checks that the model's output size fits the labels."""
     labels = labels_of(train)
-    classes = num_classes or int(labels.max()) + 1
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
+    classes = num_classes if num_classes is not None else int(labels.max()) + 1
     if int(labels.max()) >= classes:
         raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is {classes}")
     request = UnlearnRequest(train, forget, classes, val=val, seed=seed, **kwargs)
@@ -39,6 +41,6 @@ def unlearn(model: nn.Module, train: Dataset, forget: Any, method: str | Method 
     elif hparams:
         raise ValueError("give hyper-parameters as the method object's fields, not as keyword arguments")
     request = make_request(model, train, forget, num_classes, val, seed, task=task or Classification())
-    check_supported(method, request.task.name)
+    check_request(method, request)
     torch.manual_seed(seed)
     return method(model, request)

@@ -1,4 +1,5 @@
-"""`unlearnkit list | run | bench | report`: flags are generated from each method's dataclass fields."""
+"""`unlearnkit list | run | bench | tune | audit | overhead | scaling | samples | report`: the command line;
+methods' flags are generated from their dataclass fields."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from unlearnkit import distributed
 from unlearnkit.bench import report as reporting
 from unlearnkit.bench.runner import bench, read_records, record_key, run
 from unlearnkit.bench.scenarios import Scenario
-from unlearnkit.checkpoint import atomic_write, save_model
+from unlearnkit.checkpoint import atomic_write, save_model, sidecar
 from unlearnkit.method import METHODS, build, supported_tasks
 from unlearnkit.registry import DATASETS, FORMATS, MODELS, TASKS
 from unlearnkit.train import Recipe
@@ -62,17 +63,23 @@ def field_parser(parser: argparse.ArgumentParser, cls: type) -> None:
                             help=f"{help_line} [default: {default}]")
 
 
-def scenario_args(parser: argparse.ArgumentParser) -> None:
+def scenario_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The scenario flags, less those a command does not use (`skip`): refused, rather than ignored."""
+    flags = {
+        "dataset": dict(default="digits", help=f"built-in ({', '.join(DATASETS.names())}) or FORMAT:PATH"),
+        "forget": dict(default="random:0.1", help="random:F | class:C[,C] | subclass:C:F | ids:FILE | group:NAME"),
+        "model": dict(default=None, help=f"one of {', '.join(MODELS.names())} (default: per dataset)"),
+        "width": dict(type=int, default=None, help="model width (default: per dataset)"),
+        "checkpoint": dict(default=None, help="a trained original (safetensors); never modified"),
+        "train_size": dict(type=int, default=None, help="use a stratified subset of the training set"),
+        "task": dict(default="classification", help=f"one of {', '.join(TASKS.names())}"),
+        "seed": dict(type=int, default=0),
+        "cache": dict(type=Path, default=None, help="model cache (default $UNLEARNKIT_CACHE or ~/.cache/unlearnkit)"),
+    }
     g = parser.add_argument_group("scenario")
-    g.add_argument("--dataset", default="digits", help=f"built-in ({', '.join(DATASETS.names())}) or FORMAT:PATH")
-    g.add_argument("--forget", default="random:0.1", help="random:F | class:C[,C] | subclass:C:F | ids:FILE | group:NAME")
-    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: per dataset)")
-    g.add_argument("--width", type=int, default=None, help="model width (default: per dataset)")
-    g.add_argument("--checkpoint", default=None, help="a trained original (safetensors); never modified")
-    g.add_argument("--train-size", type=int, default=None, help="use a stratified subset of the training set")
-    g.add_argument("--task", default="classification", help=f"one of {', '.join(TASKS.names())}")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--cache", type=Path, default=None, help="model cache (default $UNLEARNKIT_CACHE or ~/.cache/unlearnkit)")
+    for name, options in flags.items():
+        if name not in skip:
+            g.add_argument("--" + name.replace("_", "-"), **options)
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="the same hyper-parameter search for every method, on a validation request")
     t.add_argument("method", nargs="?", default=None, help="the method to tune (or --grid)")
     t.add_argument("--grid", type=Path, default=None, help="tune every method of every scenario of this grid")
-    scenario_args(t)
+    scenario_args(t, skip=("seed",))  # the validation request has its own seed
     t.add_argument("--trials", type=int, default=16, help="trials per method (the first: its defaults)")
     t.add_argument("--timeout", type=float, default=600.0, help="wall-clock cap per method, seconds")
     t.add_argument("--objective", default="gap", choices=["gap", "retrain-free"])
@@ -140,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--cache", type=Path, default=None)
     a.add_argument("--device", default=None, help="run models on this device, e.g. cuda (default: cpu)")
     o = sub.add_parser("overhead", help="time one unlearning step of every method vs one plain fine-tune step")
-    scenario_args(o)
+    scenario_args(o, skip=("task",))  # a classification scenario
     o.add_argument("--batch-size", type=int, default=128)
     o.add_argument("--steps", type=int, default=30, help="updates timed per method")
     o.add_argument("--widths", default="", help="also time PGU's statistics pass at these widths, e.g. 8,16,32")
     o.add_argument("--methods", default="", help="comma-separated methods to time (default: every method)")
     o.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print)")
     s = sub.add_parser("scaling", help="method time as |forget| and |train| grow; throughput vs plain training")
-    scenario_args(s)
+    scenario_args(s, skip=("forget", "task"))  # random forget sets of --fractions, classification
     s.add_argument("--methods", default="ft,ga,rl,salun,sfr-on,nabla-tau,pgu,lur,ltu", help="comma-separated")
     s.add_argument("--fractions", default="0.01,0.05,0.1,0.3", help="forget fractions at the base --train-size")
     s.add_argument("--train-sizes", default="2500,5000,10000", help="training-set sizes at a fixed forget count")
@@ -245,12 +252,15 @@ def tuned_jobs(path: Path, jobs: list[tuple[str, dict[str, Any], Scenario, int]]
     """The grid's jobs plus, when the grid names a `tuned` file (relative to the grid), one tuned
     variant of every method and scenario that file has a search for (the grid's fields, the
     searched ones replaced by the best values found); and, per tuned job's record key, what its
-    record gains: {"variant": "tuned", "tuning": {trials, seconds, ratio to the validation Retrain}}."""
+    record gains: {"variant": "tuned", "tuning": {trials, seconds, ratio to the validation Retrain}}.
+    Where the best values are a grid job's own (the defaults won), no job is added: that job's
+    record is copied into the tuned row (`runner.TUNED_COPY`, the entry gains "copy": True)."""
     from unlearnkit.bench.tune import tuned_search
 
     name = tomllib.loads(path.read_text()).get("tuned")
     if not name:
         return jobs, {}
+    own = {record_key(*job) for job in jobs}
     extra, variants, seen = [], {}, set()
     for method, hp, scenario, seed in jobs:
         if (method, scenario.name) in seen:
@@ -263,15 +273,33 @@ def tuned_jobs(path: Path, jobs: list[tuple[str, dict[str, Any], Scenario, int]]
                   "rte": search["seconds"] / search["retrain_seconds"], "objective": search["objective"]}
         for s in sorted({j[3] for j in jobs if j[2] == scenario}):
             job = (method, {**hp, **search["best"]}, scenario, s)
-            extra.append(job)
-            variants[record_key(*job)] = {"variant": "tuned", "tuning": tuning}
+            key = record_key(*job)
+            variants[key] = {"variant": "tuned", "tuning": tuning, **({"copy": True} if key in own else {})}
+            if key not in own:
+                extra.append(job)
     return jobs + extra, variants
+
+
+def grid_keys(path: Path) -> set[str]:
+    """The record keys a grid's tables read: its jobs', its tuned jobs' and their copies'."""
+    from unlearnkit.bench.runner import tuned_copy_key
+
+    jobs, variants = tuned_jobs(path, grid_jobs(path))
+    return {record_key(*job) for job in jobs} | {tuned_copy_key(k) for k, v in variants.items() if v.get("copy")}
+
+
+def check_names(flag: str, given: set[str], known: set[str]) -> None:
+    """ValueError naming what `flag` gave that the grid does not have."""
+    unknown = sorted(given - known)
+    if unknown:
+        raise ValueError(f"{flag}: not in the grid: {', '.join(unknown)} (it has {', '.join(sorted(known))})")
 
 
 def tune_command(args: argparse.Namespace) -> int:
     from unlearnkit.bench.tune import tune
     from unlearnkit.method import search_space
 
+    writable_file("--out", args.out)
     fixed = {}
     for item in args.set:
         field, _, value = item.partition("=")
@@ -279,13 +307,20 @@ def tune_command(args: argparse.Namespace) -> int:
     if args.grid:
         chosen = {m for m in args.methods.split(",") if m}
         rules = {r for r in args.only.split(",") if r}
-        jobs = [j for j in grid_jobs(args.grid) if not rules or j[2].forget in rules]
+        all_jobs = grid_jobs(args.grid)
+        check_names("--methods", chosen, {j[0] for j in all_jobs})
+        check_names("--only", rules, {j[2].forget for j in all_jobs})
+        jobs = [j for j in all_jobs if not rules or j[2].forget in rules]
         seeds = sorted({j[3] for j in jobs})
         todo: dict[tuple[str, str], tuple[str, dict[str, Any], Scenario]] = {}
         for name, hp, scenario, _ in jobs:
             if METHODS.meta(name)["family"] == "reference" or (chosen and name not in chosen):
                 continue
             searched = set(search_space(METHODS[name]))
+            if not searched and not args.space:
+                print(f"unlearnkit tune: {name}: nothing to search (it declares no searchable field), its defaults "
+                      "stand", file=sys.stderr)
+                continue
             todo.setdefault((name, scenario.name), (name, {k: v for k, v in hp.items() if k not in searched}, scenario))
         for name, hp, scenario in todo.values():
             tune(name, scenario, args.trials, args.timeout, args.out, args.storage, args.objective, {**hp, **fixed},
@@ -336,9 +371,17 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         hparams = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_")}
         scenario = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
-        if args.save and args.checkpoint and args.save.resolve() == Path(args.checkpoint).resolve():
-            raise ValueError("--save must not be the --checkpoint path: the original is never overwritten")
-        for flag, path in (("--out", args.out), ("--save", args.save)):
+        outputs = {"--out": args.out, "--save": args.save,
+                   "--save's metadata": args.save and sidecar(args.save)}
+        protected = [Path(args.checkpoint), sidecar(Path(args.checkpoint))] if args.checkpoint else []
+        seen: dict[Path, str] = {p.resolve(): "--checkpoint" for p in protected}
+        for flag, path in outputs.items():
+            if path is None:
+                continue
+            if path.resolve() in seen:
+                raise ValueError(f"{flag} {path} would overwrite {seen[path.resolve()]}: give another path "
+                                 "(the original and every output are kept apart)")
+            seen[path.resolve()] = flag
             writable_file(flag, path)
         build(args.method, hparams)  # refuse a bad field before any data is read
         record = run(args.method, hparams, scenario, args.seed, args.cache, keep_model=bool(args.save),
@@ -366,27 +409,32 @@ def dispatch(args: argparse.Namespace) -> int:
         jobs, variants = tuned_jobs(args.grid, grid_jobs(args.grid))
         if args.width is not None:
             jobs = [(n, hp, dataclasses.replace(sc, width=args.width), seed) for n, hp, sc, seed in jobs]
+        before = {r["key"] for r in read_records(args.out)}
         records = bench(jobs, args.out, args.cache, device=args.device, prune=args.prune, variants=variants)
         emit(records, args.report, args.plot, histograms=args.histograms)
         keys = {record_key(*job) for job in jobs}
         missing = keys - {r["key"] for r in records}
         diverged = [r for r in records if r["key"] in keys and r["metrics"].get("diverged")]
+        new = [r for r in diverged if r["key"] not in before]
         if diverged:
-            print(f"unlearnkit: error: {len(diverged)} run(s) diverged (non-finite outputs), e.g. {diverged[0]['method']} "
-                  f"on {diverged[0]['scenario']} seed {diverged[0]['seed']}; their records are marked and left out of "
-                  "the tables' means", file=sys.stderr)
-        return 130 if missing else 3 if diverged else 0  # not 0 when stopped by a signal, so a calling script stops
+            print(f"unlearnkit: {'error' if new else 'note'}: {len(diverged)} run(s) diverged (non-finite outputs), "
+                  f"{len(new)} of them in this invocation, e.g. {diverged[0]['method']} on {diverged[0]['scenario']} "
+                  f"seed {diverged[0]['seed']}; their records are marked and left out of the tables' means",
+                  file=sys.stderr)
+        # Not 0 when stopped by a signal (a calling script stops), nor when a run of this call diverged.
+        return 130 if missing else 3 if new else 0
     if args.command == "tune":
         return tune_command(args)
     if args.command == "audit":
         from unlearnkit.bench.audit import audit
 
+        writable_file("--out", args.out)
         rules = {r for r in args.only.split(",") if r}
-        jobs = [j for j in grid_jobs(args.grid) if not rules or j[2].forget in rules]
         chosen = {m for m in args.methods.split(",") if m}
-        unknown = chosen - set(METHODS.names())
-        if unknown:
-            raise ValueError(f"--methods: unknown {sorted(unknown)}; known: {', '.join(METHODS.names())}")
+        all_jobs = grid_jobs(args.grid)
+        check_names("--methods", chosen, {j[0] for j in all_jobs})
+        check_names("--only", rules, {j[2].forget for j in all_jobs})
+        jobs = [j for j in all_jobs if not rules or j[2].forget in rules]
         audits = audit([j for j in jobs if not chosen or j[0] in chosen], args.out, args.models, args.cache,
                        args.device)
         print(reporting.audit_table(audits))
@@ -398,6 +446,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "samples":
         from unlearnkit.bench.samples import sample_grid
 
+        writable_file("--out", args.out)
         print(sample_grid(grid_jobs(args.grid), args.out, args.seed, args.per_class, args.cache))
         return 0
     records = read_records(args.results)
@@ -430,6 +479,8 @@ def emit(records: list[dict[str, Any]], md: Path | None, png: Path | None, print
 def scaling(args: argparse.Namespace) -> int:
     from unlearnkit.bench import scaling as measure
 
+    writable_file("--out", args.out)
+    writable_file("--plot", args.plot)
     methods: dict[str, dict[str, Any]] = {m: {} for m in args.methods.split(",") if m}
     for item in args.set:
         target, _, value = item.partition("=")
@@ -437,7 +488,7 @@ def scaling(args: argparse.Namespace) -> int:
         if name not in methods or not field:
             raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE for one of {list(methods)}")
         methods[name][field] = json.loads(value)
-    base = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS})
+    base = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS if k not in ("forget", "task")})
     result = measure.measure(methods, base, [float(f) for f in args.fractions.split(",")],
                              [int(n) for n in args.train_sizes.split(",")], args.forget_count, args.seed, args.cache)
     print(measure.write(result, args.out, args.plot))
@@ -448,6 +499,7 @@ def overhead(args: argparse.Namespace) -> int:
     from unlearnkit.bench.overhead import overhead_table, statistics_scaling
     from unlearnkit.bench.scenarios import prepare
 
+    writable_file("--out", args.out)
     def scenario(width: int | None = args.width) -> Scenario:
         return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
                         train_size=args.train_size)

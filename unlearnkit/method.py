@@ -28,7 +28,9 @@ FAMILIES = ("reference", "baseline", "reproduced")  # in the order tables list t
 
 
 class Method(Protocol):
-    """A frozen dataclass of hyper-parameters; calling it unlearns."""
+    """A frozen dataclass of hyper-parameters; calling it unlearns. Optionally it also has
+    `check(request)` (raise ValueError for a request it cannot serve; see `check_request`) and
+    `prepare(model, request)` (one-off work of the trained model, timed apart by the runner)."""
 
     def __call__(self, model: "nn.Module", request: "UnlearnRequest") -> "nn.Module":
         """The unlearned model. `model` itself is left untouched."""
@@ -131,18 +133,34 @@ def search_space(cls: type) -> dict[str, Range | tuple]:
 
 
 def validated(cls: type) -> type:
-    """Make the dataclass `cls` check every field (`check_fields`) whenever it is built, after its
-    own `__post_init__`. Registering a method does this; use it directly for a method you do not
-    register."""
+    """Make the dataclass `cls` check every field (`check_fields`) whenever it is built, before its
+    own `__post_init__` (so a cross-field check there sees well-typed, finite values). Registering
+    a method does this; use it directly for a method you do not register."""
+    post = cls.__dict__.get("__post_init__") or getattr(cls, "__post_init__", None)
+    if post is not None:
+        def __post_init__(self: Any) -> None:
+            check_fields(self)
+            post(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return cls
     init = cls.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
         check_fields(self)
 
-    __init__.__wrapped__ = init  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]
     return cls
+
+
+def check_value(cls: type, name: str, value: Any) -> Any:
+    """ValueError unless `value` is valid for the field `name` of `cls` (its type and bounds; the
+    value, converted as `check_fields` would)."""
+    field = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if field is None:
+        raise ValueError(f"{cls.__name__} has no field {name!r}")
+    return _checked(name, value, _hints(cls)[name], field.metadata.get("bounds"))
 
 
 class MethodRegistry(Registry[type]):
@@ -196,3 +214,12 @@ def check_supported(method: Any, task: str) -> None:
     if task not in supported_tasks(method):
         name = METHODS.name_of(method) or type(method).__name__
         raise ValueError(f"method {name} does not support the {task} task; it supports {list(supported_tasks(method))}")
+
+
+def check_request(method: Any, request: Any) -> None:
+    """ValueError unless `method` can serve `request`: it runs on the request's task, and its optional
+    `check(request)` (what it needs of a request, e.g. ∇τ's held-out data) passes. Callers run this
+    before any costly work (the benchmark runner: before it trains Retrain)."""
+    check_supported(method, request.task.name)
+    if hasattr(method, "check"):
+        method.check(request)

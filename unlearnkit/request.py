@@ -137,7 +137,7 @@ class UnlearnRequest:
     def then(self, forget: Tensor) -> "UnlearnRequest":
         """The next request in a sequence: earlier forget ids become excluded."""
         excluded = torch.cat([self.excluded, self.forget])
-        return replace(self, forget=torch.as_tensor(forget).long(), excluded=excluded, classes=())
+        return replace(self, forget=forget, excluded=excluded, classes=())  # validated as a new request's ids
 
     def generator(self, salt: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit.checkpoint import CheckpointError, atomic_write, digest
 from unlearnkit.data import Augment, fingerprint, take
-from unlearnkit.distributed import shard, sum_in_place
+from unlearnkit.distributed import rank, sum_in_place, world
 from unlearnkit.models import weights_fingerprint
 from unlearnkit.request import UnlearnRequest
 
@@ -102,13 +102,16 @@ def full_statistics(model: nn.Module, dataset: Dataset, idx: Tensor | None = Non
                     augment: Augment | None = None, gen: torch.Generator | None = None,
                     precision: Precision = "float32") -> Stats:
     """The one-off pass: covariances of every projected layer over `dataset[idx]` (all when None),
-    each batch augmented by `augment` (drawing from `gen`) when given."""
+    each batch augmented by `augment` (drawing from `gen`) when given. Under torchrun each process
+    takes every world()-th row of each (augmented) batch, even or not: the sum over processes is then
+    one process's sum, row for row."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
-    batches = (take(dataset, shard(chunk))[0] for chunk in idx.split(batch_size))
+    gen = gen if gen is not None else torch.Generator().manual_seed(0)
+    batches = (take(dataset, chunk)[0] for chunk in idx.split(batch_size))
     if augment is not None:
-        batches = (augment(x, gen if gen is not None else torch.Generator().manual_seed(0)) for x in batches)
-    return covariance(model, batches, precision)
+        batches = (augment(x, gen) for x in batches)  # the whole batch, as one process draws it
+    return covariance(model, (x[rank()::world()] for x in batches), precision)
 
 
 def energy_rank(eigenvalues: Tensor, tau: float, energy: Energy = "sigma", plus_one: bool = False) -> int:

@@ -8,7 +8,7 @@ A method (see `unlearnkit.method`) is a frozen dataclass of hyper-parameters who
 each with a name you can `skip` (say why where you do):
 
 - "fields": a frozen dataclass, every field documented under `Args:` in its docstring.
-- "validates": building it with an invalid field raises ValueError: every declared bound
+- "validates": building it with an invalid field raises ValueError (or TypeError): every declared bound
   (`hp(gt=..., ge=..., lt=..., le=...)`) crossed, NaN and ±inf for every number, 1.5 for an
   integer, an unknown choice for a `Literal`.
 - "untouched": the model it is given and the request's data are bit-identical afterwards.

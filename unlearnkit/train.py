@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -63,13 +64,22 @@ AUGMENTS = ("default", "flip", "none")
 
 
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
-    """Fresh weights in every layer that can reset itself (the start of Retrain)."""
+    """Fresh weights in every layer that can reset itself (the start of Retrain). A parameter held by
+    a module without `reset_parameters` (a raw `nn.Parameter`, e.g. a learned position embedding)
+    cannot be re-drawn here: it keeps its trained value, and a warning names it (give that module a
+    `reset_parameters` for a true Retrain)."""
     torch.manual_seed(seed)
-    for m in model.modules():
+    stale = []
+    for name, m in model.named_modules():
         if hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()  # type: ignore[operator]
+        elif m is model or not hasattr(m, "reset_parameters"):
+            stale += [f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False)]
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
+    if stale:
+        warnings.warn(f"Retrain could not re-initialise {stale[:5]}{' …' if len(stale) > 5 else ''} (no "
+                      "reset_parameters on their module): they start from their trained values", stacklevel=2)
     return model
 
 

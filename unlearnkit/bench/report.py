@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.checkpoint import atomic_write
 from unlearnkit.method import METHODS
 from unlearnkit.metrics import avg_gap
 
@@ -309,10 +310,13 @@ def plot(records: list[dict[str, Any]], path: Path) -> Path:
     groups = group(records)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, (scenario, methods) in zip(axes[0], groups.items()):
+        retrain = kept(methods.get("retrain", []))
         for name in order(list(methods)):
-            recs = methods[name]
+            recs = kept(methods[name])  # a diverged run has no place on the plot (the tables count it)
+            if not recs:
+                continue
             x, xs = mean_std([max(r["metrics"]["rte"], 1e-4) for r in recs])
-            y = statistics.fmean(seed_gaps(recs, methods.get("retrain", recs)))
+            y = statistics.fmean(seed_gaps(recs, retrain))  # no Retrain here: each record's own gap
             ax.errorbar(x, y, xerr=xs, fmt="o", capsize=3)
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
@@ -325,14 +329,16 @@ def plot(records: list[dict[str, Any]], path: Path) -> Path:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG atomically (temp file, then rename) and close it."""
+    """Save a matplotlib figure as PNG atomically (through `atomic_write`: under torchrun only rank
+    0 writes) and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write(path, buffer.getvalue())
     return path
 
 

@@ -23,7 +23,7 @@ from unlearnkit.bench.scenarios import Prepared, Progress, Scenario, cached_trai
 from unlearnkit.checkpoint import atomic_write, digest
 from unlearnkit.distributed import barrier, world
 from unlearnkit.evaluate import evaluate, evaluation_warnings, loss_histograms
-from unlearnkit.method import build, check_supported
+from unlearnkit.method import build, check_request, check_supported
 from unlearnkit.methods.reference import Retrain
 from unlearnkit.metrics import avg_gap
 from unlearnkit.models import weights_fingerprint as fingerprint
@@ -66,6 +66,7 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
     check_device(device)
     check_divisible(method, scenario)
     prepared = prepare(scenario, seed, cache, device)
+    check_request(method, prepared.request)  # what the method needs of the request, before Retrain trains
     task = prepared.request.task
     ref_model, ref_meta, ref_metrics, ref_histograms = reference(prepared, cache, extra_signals)
     retrain_samples = prepared.request.recipe.epochs * len(prepared.request.retain)  # one pass per epoch
@@ -220,14 +221,17 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
     The first SIGINT or SIGTERM (Ctrl-C) lets the run in progress finish and be recorded, then
     stops; a second one aborts at once (that run is lost, every finished one is kept). `variants`
     maps a record key to fields its record gains (a tuned row: {"variant": "tuned", "tuning": ...}),
-    which the tables' labels and cost column read."""
+    which the tables' labels and cost column read; an entry with "copy": True is a grid job whose
+    record also stands for the tuned row: a copy under `tuned_copy_key` carries those fields."""
     from tqdm import tqdm
 
     blocks: dict[tuple[str, int], list[tuple[str, dict[str, Any], Scenario, int]]] = defaultdict(list)
     for job in seed_major(list(grid)):
         blocks[(json.dumps(job[2].as_dict(), sort_keys=True), job[3])].append(job)
+    copies = {k: {f: v for f, v in fields.items() if f != "copy"} for k, fields in (variants or {}).items()
+              if fields.get("copy")}
     if prune:
-        wanted = {record_key(*job) for jobs in blocks.values() for job in jobs}
+        wanted = {record_key(*job) for jobs in blocks.values() for job in jobs} | set(map(tuned_copy_key, copies))
         write_records(out, [r for r in read_records(out) if r.get("key") in wanted])
     done = {r["key"] for r in read_records(out)}
     bar = tqdm(total=sum(record_key(*j) not in done for jobs in blocks.values() for j in jobs),
@@ -249,7 +253,8 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
                     break
                 bar.set_postfix_str(f"{name} | {scenario.name} | seed {seed}")
                 record = run(name, hparams, scenario, seed, cache, device=device)
-                record.update((variants or {}).get(record["key"], {}))
+                if record["key"] not in copies:
+                    record.update((variants or {}).get(record["key"], {}))
                 append_record(out, record)  # rank 0 only, under torchrun
                 barrier()
                 if record["metrics"].get("diverged"):
@@ -259,7 +264,26 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
         if stopping.is_set():
             bar.write(f"unlearnkit bench: stopped; {len(read_records(out))} records in {out}, "
                       "the same command continues")
+    write_copies(out, copies)
     return read_records(out)
+
+
+def tuned_copy_key(key: str) -> str:
+    """The key of the tuned row's copy of the record `key` (`bench`'s `variants`)."""
+    return digest(key, "tuned")
+
+
+def write_copies(out: Path, copies: dict[str, dict[str, Any]]) -> None:
+    """Keep each copy (`bench`'s `variants` with "copy") equal to its record plus its fields."""
+    if not copies:
+        return
+    records = read_records(out)
+    by_key = {r["key"]: r for r in records}
+    wanted = {tuned_copy_key(k): {**by_key[k], **fields, "key": tuned_copy_key(k)}
+              for k, fields in copies.items() if k in by_key}
+    if all(by_key.get(k) == v for k, v in wanted.items()):
+        return
+    write_records(out, [r for r in records if r["key"] not in wanted] + list(wanted.values()))
 
 
 def models_now(scenario: Scenario, seed: int, cache: Path | None = None, device: str | None = None) -> dict[str, str]:

@@ -5,7 +5,6 @@ original, so no model has to be stored)."""
 from __future__ import annotations
 
 import copy
-import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,9 +12,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from unlearnkit.bench.report import save_figure
 from unlearnkit.bench.runner import reference
 from unlearnkit.bench.scenarios import Scenario, prepare
-from unlearnkit.checkpoint import atomic_write
 from unlearnkit.data import labels_of, take
 from unlearnkit.generation.task import Generation
 from unlearnkit.method import METHODS, build
@@ -80,8 +79,4 @@ def save_grid(models: Mapping[str, nn.Module], task: Generation, train: Dataset,
                       [f"{c}*" if c in marked else str(c) for c in classes])
     fig.suptitle(f"{task.sampler}, {task.steps} steps, guidance {task.guidance}", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(Path(path), buf.getvalue())
-    return Path(path)
+    return save_figure(fig, Path(path))

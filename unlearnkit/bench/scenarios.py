@@ -74,7 +74,7 @@ class Scenario:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        TASKS[self.task]  # an unknown task: its KeyError lists the known ones
+        task = TASKS[self.task](**(self.task_options or {}))  # an unknown task or a bad field: refused now
         if self.model is not None:
             made_for = MODELS.meta(self.model).get("task", "classification")
             if made_for != self.task:
@@ -84,6 +84,10 @@ class Scenario:
         if kind not in FORGET_KINDS:
             raise ValueError(f"unknown forget rule {self.forget!r}; use random:F, class:C[,C], subclass:C:F, "
                              "ids:FILE or group:NAME")
+        evaluated = getattr(task, "forget_kinds", FORGET_KINDS)
+        if kind not in evaluated:
+            raise ValueError(f"the {self.task} task's metrics need a forget rule of kind {', '.join(evaluated)}, "
+                             f"got {self.forget!r}")
         if self.checkpoint is not None and Path(self.checkpoint).is_dir():
             raise CheckpointError(f"checkpoint {self.checkpoint} is a directory, not a checkpoint file")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():

@@ -47,7 +47,7 @@ from unlearnkit.bench.runner import append_record, environment, read_records, re
 from unlearnkit.bench.scenarios import Prepared, Scenario, prepare
 from unlearnkit.checkpoint import digest
 from unlearnkit.evaluate import balanced_mia, evaluate
-from unlearnkit.method import METHODS, Range, build, check_supported, search_space
+from unlearnkit.method import METHODS, Range, build, check_supported, check_value, search_space
 from unlearnkit.metrics import accuracy, avg_gap, confidence, predict
 from unlearnkit.request import parse_forget
 
@@ -127,13 +127,26 @@ def parse_space(specs: list[str], cls: type) -> dict[str, Range | tuple]:
                 raise TuneError(f"--space {spec!r}: empty range (need LOW < HIGH, and LOW > 0 on a log scale)")
             space[name] = Range(lo, hi, bool(log))
         else:
-            choices = tuple(json.loads(v) if v[:1] in "0123456789-tf[" else v for v in value.split(","))
-            if not value or not choices:
+            if not value:
                 raise TuneError(f"--space {spec!r}: no choices")
-            space[name] = choices
+            space[name] = tuple(json_or_text(v) for v in value.split(","))
+    for name, s in space.items():  # every end of a range and every choice must be a valid value
+        for v in (s.low, s.high) if isinstance(s, Range) else s:
+            try:
+                check_value(cls, name, int(v) if isinstance(s, Range) and "int" in str(fields[name].type) else v)
+            except ValueError as e:
+                raise TuneError(f"search space of {name}: {e}") from None
     if not space:
         raise TuneError(f"{cls.__name__} declares no searchable field; give --space FIELD=LOW:HIGH")
     return space
+
+
+def json_or_text(v: str) -> Any:
+    """A --space choice: a JSON value (number, true/false, list) where it parses, else the text."""
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
 
 
 def suggest(trial: Any, cls: type, space: dict[str, Range | tuple]) -> dict[str, Any]:
@@ -184,36 +197,53 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
                         "no disjoint validation request of that kind exists")
     key = digest("tune", name, fixed, {k: repr(v) for k, v in space.items()}, scenario.as_dict(), objective,
                  sorted(reported_seeds), VALIDATION_SEED)
+    finished = [r for r in read_records(out) if r.get("key") == key]
+    if finished and (finished[-1]["trials"] >= trials or finished[-1]["seconds"] >= timeout):
+        print(f"unlearnkit tune: {name} on {scenario.name}: already searched ({finished[-1]['trials']} trials)",
+              file=sys.stderr, flush=True)
+        return finished[-1]
     storage = storage or f"sqlite:///{out.with_suffix('.db')}"
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(storage, f"{name}-{key}", seed)  # before any training: a bad URL costs nothing
     validation = validation_prepared(scenario, list(reported_seeds), cache, device)
+    if validation.request.val is None and not validation.request.classes:
+        if objective == "retrain-free":
+            raise TuneError("the retrain-free objective needs held-out data (a scenario with a validation split)")
     ref_model, ref_meta, ref_metrics, _ = reference(validation, cache)  # for "gap", and to read both objectives
 
     def measure(hparams: dict[str, Any]) -> dict[str, float]:
-        """Both objectives of one setting ("gap" only when a Retrain is there to compare with)."""
+        """Both objectives of one setting ("gap" only when a Retrain is there to compare with;
+        "retrain-free" only with held-out data or a class request)."""
         method = build(name, {**fixed, **hparams})
         torch.manual_seed(VALIDATION_SEED)
         model = method(validation.original, validation.request)
         metrics = evaluate(model, validation.request, validation.test)
         if metrics.get("diverged"):
             return {"gap": math.inf, "retrain-free": math.inf}
-        values = {"retrain-free": retrain_free(metrics, validation, model)}
+        values = {}
+        if validation.request.val is not None or validation.request.classes:
+            values["retrain-free"] = retrain_free(metrics, validation, model)
         if ref_metrics is not None:
             values["gap"] = avg_gap(metrics, ref_metrics, validation.request.task.gap_metrics)
         return values
 
     def run_trial(trial: Any) -> float:
         start = time.perf_counter()
-        values = measure(suggest(trial, cls, space))
+        point = {} if trial.user_attrs.get("defaults") else suggest(trial, cls, space)
+        try:
+            values = measure(point)
+        except (ValueError, TypeError) as e:  # a point the method refuses (e.g. SCRUB's msteps > epochs): worst
+            trial.set_user_attr("invalid", str(e))
+            values = {objective: math.inf}
         trial.set_user_attr("seconds", time.perf_counter() - start)
-        trial.set_user_attr("objectives", {k: v if math.isfinite(v) else 1e9 for k, v in values.items()})
+        if "invalid" not in trial.user_attrs:
+            trial.set_user_attr("objectives", {k: v if math.isfinite(v) else 1e9 for k, v in values.items()})
         return values[objective] if math.isfinite(values[objective]) else 1e9
 
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not done:
-        study.enqueue_trial({k: getattr(default, k) for k in space})  # trial 0: the defaults
+    if not done:  # trial 0: the defaults as they are (a field whose default is "auto" stays so)
+        study.enqueue_trial({}, user_attrs={"defaults": True})
     left = trials - len(done)
     spent = sum(t.user_attrs.get("seconds", 0.0) for t in done)
     if left > 0 and spent < timeout:
@@ -222,10 +252,13 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
         study.optimize(run_trial, n_trials=left, timeout=timeout - spent)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = study.best_trial
+    defaults_trial = next((t for t in done if t.user_attrs.get("defaults")), done[0])
+    best_point = {k: getattr(default, k) for k in space} if best.user_attrs.get("defaults") else best.params
     record = {"kind": "tune", "key": key, "method": name, "scenario": scenario.name, "scenario_spec": scenario.as_dict(),
               "objective": objective, "fixed": fixed, "space": {k: repr(v) for k, v in space.items()},
-              "best": {**fixed, **best.params}, "best_value": best.value, "default_value": done[0].value,
+              "best": {**fixed, **best_point}, "best_value": best.value, "default_value": defaults_trial.value,
               "trial_objectives": [t.user_attrs.get("objectives", {}) for t in done],
+              "invalid_trials": sum("invalid" in t.user_attrs for t in done),
               "trials": len(done), "seconds": sum(t.user_attrs.get("seconds", 0.0) for t in done),
               "retrain_seconds": ref_meta["seconds"], "validation": {"seed": VALIDATION_SEED,
                                                                       "forget": validation.request.forget.tolist()},

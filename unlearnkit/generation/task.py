@@ -9,6 +9,7 @@ per class and scores them with the judge, following SalUn's DDPM protocol at a s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -59,13 +60,21 @@ class Generation:
     samples_per_class: int = 100
     seed: int = 0
     clip_x0: bool = True
+    forget_kinds: ClassVar[tuple[str, ...]] = ("class",)  # the metrics sample per forgotten class
 
     def __post_init__(self) -> None:
         Schedule(self.T, self.schedule)  # validates T and schedule
-        if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        for name, low, high in (("steps", 1, self.T), ("samples_per_class", 1, None), ("seed", 0, None)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+                raise ValueError(f"{name} must be an integer >= {low}{f' and <= T = {high}' if high else ''}, "
+                                 f"got {value!r}")
+        if not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
 
     @property
     def noise(self) -> Schedule:

@@ -146,11 +146,16 @@ class LTU:
             yield Episode(Pair(request.batch(s_f, self.audit_augment, gen), request.batch(s_r, True, gen)),
                           Pair(request.batch(q_f, self.audit_augment, gen), request.batch(q_r, True, gen)))
 
+    def check(self, request: UnlearnRequest) -> None:
+        """ValueError when LTU would have no forgetting signal: no MI heads (or no `request.val` to
+        draw their non-members from) and no `extra_forget` loss."""
+        if self.extra_forget == "none" and (not self.mi_heads or request.val is None):
+            raise ValueError("LTU has no forgetting signal: give the request a `val` set or set extra_forget")
+
     def meta_losses(self, model: nn.Module, request: UnlearnRequest,
                     subset: Tensor) -> Callable[[Episode], dict[str, Tensor]]:
         """Fit the MI heads, then return the per-episode {"retain": L_rem, "forget": L_fgt}."""
-        if self.extra_forget == "none" and (not self.mi_heads or request.val is None):
-            raise ValueError("LTU has no forgetting signal: give the request a `val` set or set extra_forget")
+        self.check(request)
         params, refit = trainable(model), self.mi_fitter(model, request, subset)
         state = {"heads": refit() if refit else None, "step": 0}
 

@@ -97,10 +97,15 @@ class NablaTau:
     max_forget_epochs: int | None = hp(None, ge=1)
     class_tau: Literal["val_mean", "chance", "off_class"] = "val_mean"
 
-    def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+    def check(self, request: UnlearnRequest) -> None:
+        """ValueError without `request.val`: τ is measured on held-out data, never the test set."""
         if request.val is None:
             raise ValueError("∇τ needs held-out data for τ (the loss level of unseen samples): "
-                             "build the request with val=... (a split disjoint from the test set)")
+                             "build the request with val=... (a split disjoint from the test set); the CLI "
+                             "holds 10% of the training set out unless --checkpoint gives a trained original")
+
+    def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
+        self.check(request)
         model = copy.deepcopy(model)
         n_f, n_r = len(request.forget), len(request.retain)
         alpha0 = initial_alpha(n_f, n_r, self.alpha_per_fraction, self.max_alpha)

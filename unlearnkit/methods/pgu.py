@@ -31,8 +31,9 @@ Choices:
 - Statistics (`unlearnkit.subspace`): eval mode, as the official code; augmentation on both passes
   or on neither (`stats_augment`). The official random script augments the full pass but not the
   forget pass, so its C_full − C_forget keeps the augmented views of the forget samples in the
-  "retain" subspace; we do not offer that mix, and the random default (no augmentation) is the
-  exact retain covariance. Each batch's product in float32 (`stats_precision`; official float64).
+  "retain" subspace; we do not offer that mix. The random default (no augmentation) is the exact
+  retain covariance; with augmentation the two passes draw different views of the forget samples,
+  so C_full − C_forget is the retain covariance in expectation, not exactly. Each batch's product in float32 (`stats_precision`; official float64).
   C_full is computed once per (weights, dataset, excluded ids, augmentation, precision) and kept
   in an in-process cache (and in `stats_path` if set). After a request, C_full − C_forget is cached
   under the unlearned model's weights and the enlarged excluded set, so `request.then(...)` on the
@@ -74,8 +75,8 @@ from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.metrics import accuracy, predict
 from unlearnkit.models import device_of
 from unlearnkit.request import UnlearnRequest
-from unlearnkit.subspace import (STATISTICS_CACHE, Precision, cached_statistics, covariance, projected_layers, remember,
-                                 retain_bases, statistics_key, weight_name)
+from unlearnkit.subspace import (STATISTICS_CACHE, Precision, cached_statistics, full_statistics, projected_layers,
+                                 remember, retain_bases, statistics_key, weight_name)
 
 OFFICIAL = {  # the official configurations (module docstring): the values of the fields left at None
     "random": {"tau": 0.95, "k_plus_one": False, "batch_size": 128, "shuffle": False, "stats_augment": False},
@@ -178,8 +179,9 @@ class PGU:
         monitor, taus, device = cfg._monitor(request), cfg._taus(model), device_of(model)
         c_full = cached_statistics(model, request, cfg.batch_size, cfg.stats_path, cfg.stats_augment,
                                    cfg.stats_precision)
-        forget = request.batches("forget", cfg.batch_size, shuffle=False, augment=cfg.stats_augment, salt=31)
-        c_forget = covariance(model, (b.x for b in forget), cfg.stats_precision)
+        c_forget = full_statistics(model, request.train, request.indices("forget"), cfg.batch_size,
+                                   request.augment if cfg.stats_augment else None, request.generator(63),
+                                   cfg.stats_precision)  # generator(63): request.batches' for ("forget", salt 31)
         c_retain = {k: c_full[k].to(device) - c for k, c in c_forget.items()}
         params = trainable(model)
         bases = {k: b.to(params[k].dtype) for k, b in retain_bases(c_retain, taus, cfg.energy, cfg.k_plus_one).items()

@@ -205,8 +205,9 @@ def adaptive_weights(losses: Tensor, temperature: float) -> Tensor:
 
 def fisher_diagonal(model: nn.Module, batches: Iterable[Batch], loss: Callable[[Batch], Tensor],
                     clip: float | None = None) -> Grads:
-    """Mean over batches of the squared gradient of `loss` (a batch mean), in eval mode, on the CPU;
-    with `clip`, each batch's gradient is first scaled down to global norm `clip`."""
+    """Mean over batches of the squared gradient of `loss` (a batch mean; under torchrun the whole
+    batch's, averaged over the processes' shards), in eval mode, on the CPU; with `clip`, each
+    batch's gradient is first scaled down to global norm `clip`."""
     params = trainable(model)
     total = {k: torch.zeros_like(p) for k, p in params.items()}
     model.eval()
@@ -214,7 +215,7 @@ def fisher_diagonal(model: nn.Module, batches: Iterable[Batch], loss: Callable[[
     device = device_of(model)
     edit = T.clip_by_global_norm(clip) if clip is not None else None
     for b in batches:
-        g = grads_of(loss(b.to(device)), params)
+        g = distributed.average(grads_of(loss(b.to(device)), params))  # the global batch's, under torchrun
         if edit is not None:
             g = edit.update(g, None, params)[0]
         for k in total:
