@@ -49,6 +49,29 @@ def test_a_search_persists_resumes_without_repeating_and_is_never_worse_than_the
     assert min(o["gap"] for o in again["trial_objectives"]) == again["best_value"]
 
 
+def test_processes_sharing_a_storage_share_one_trial_budget(tmp_path, monkeypatch):
+    """Another machine finishes three trials of the same search while this one runs its first: this
+    one then stops, so the search has the 4 trials asked for, not 4 per machine."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    real, calls = tuning.evaluate, []
+
+    def evaluate_while_another_machine_works(*args, **kw):
+        if not calls:
+            name = optuna.study.get_all_study_names(storage)[0]
+            other = optuna.load_study(study_name=name, storage=storage)
+            for _ in range(3):
+                other.add_trial(optuna.trial.create_trial(value=1e9, user_attrs={"seconds": 1.0}))
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tuning, "evaluate", evaluate_while_another_machine_works)
+    rec = tuning.tune("ga", Scenario("digits", "random:0.1"), 4, 600, tmp_path / "t.jsonl", storage=storage,
+                      cache=tmp_path)
+    assert len(calls) == 1 and rec["trials"] == 4
+
+
 def test_the_retrain_free_objective_runs_without_a_retrain(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "reference", lambda prepared, cache=None: (None, {"seconds": 1.0}, None, None))
     rec = tuning.tune("ft", Scenario("digits", "class:3"), 2, 600, tmp_path / "t.jsonl", cache=tmp_path,

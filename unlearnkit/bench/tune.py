@@ -27,7 +27,9 @@ picks the settings the gap would can be read from any search):
 **Equal budget**: the same number of trials and the same wall-clock cap for every method.
 Trials persist in an Optuna storage (an SQLite file by default), so an interrupted search resumes
 without repeating finished trials; any Optuna storage URL (e.g. PostgreSQL) lets several machines
-work on one search at once. No method reports intermediate values, so nothing is pruned.
+work on one search at once, within the one budget: trials and seconds are counted over every
+process's finished trials (a process may finish the trial it is running when the budget runs out).
+No method reports intermediate values, so nothing is pruned.
 """
 
 from __future__ import annotations
@@ -241,15 +243,26 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
             trial.set_user_attr("objectives", {k: v if math.isfinite(v) else 1e9 for k, v in values.items()})
         return values[objective] if math.isfinite(values[objective]) else 1e9
 
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not done:  # trial 0: the defaults as they are (a field whose default is "auto" stays so)
-        study.enqueue_trial({}, user_attrs={"defaults": True})
-    left = trials - len(done)
-    spent = sum(t.user_attrs.get("seconds", 0.0) for t in done)
-    if left > 0 and spent < timeout:
+    def complete(study: Any) -> list[Any]:
+        return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+
+    def budget_spent(study: Any, trial: Any = None) -> bool:
+        """The budget counts every process's trials in the storage: several machines on one search
+        stop together (each may finish the trial it is running)."""
+        done = complete(study)
+        over = len(done) >= trials or sum(t.user_attrs.get("seconds", 0.0) for t in done) >= timeout
+        if over and trial is not None:  # called back after a trial: stop this process's loop
+            study.stop()
+        return over
+
+    if not any(t.user_attrs.get("defaults") for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial({}, user_attrs={"defaults": True})  # the defaults as they are ("auto" stays so)
+    done = complete(study)
+    left, spent = trials - len(done), sum(t.user_attrs.get("seconds", 0.0) for t in done)
+    if not budget_spent(study):
         print(f"unlearnkit tune: {name} on {scenario.name} (validation seed {VALIDATION_SEED}): {len(done)} trials "
               f"done, up to {left} more within {timeout - spent:.0f} s", file=sys.stderr, flush=True)
-        study.optimize(run_trial, n_trials=left, timeout=timeout - spent)
+        study.optimize(run_trial, n_trials=left, timeout=timeout - spent, callbacks=[budget_spent])
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = study.best_trial
     defaults_trial = next((t for t in done if t.user_attrs.get("defaults")), done[0])
