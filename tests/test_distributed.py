@@ -131,6 +131,8 @@ model.load_state_dict({"weight": torch.randn(3, 5, generator=g), "bias": torch.z
 fisher = fisher_diagonal(model, request.batches("forget", 8), lambda b: request.loss(model, b))
 if distributed.rank() == 0:
     torch.save(fisher, sys.argv[1])
+distributed.barrier()
+distributed.shutdown()
 """
 
 

@@ -345,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             args.device = device
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # one process prints the tables
-        return dispatch(args)
+        code = dispatch(args)
+        distributed.barrier()  # every process done before the group goes
+        distributed.shutdown()
+        return code
     except KeyboardInterrupt:
         print("interrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
         return 130

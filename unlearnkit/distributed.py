@@ -141,3 +141,10 @@ def agree(value: Any) -> Any:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (under torchrun): every process has finished its collectives; exiting
+    with the group still up lets its threads be torn down mid-flight (an abort at exit)."""
+    if active():
+        dist.destroy_process_group()
