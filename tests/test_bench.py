@@ -361,7 +361,8 @@ def test_the_plot_leaves_diverged_runs_out(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
 
     def rec(method, seed, ua, rte, diverged=False):
-        m = {"UA": ua, "RA": 1.0, "TA": 1.0, "MIA": 1.0, "gap": 0.0, "rte": rte, **({"diverged": 1.0} if diverged else {})}
+        m = {"UA": ua, "RA": 1.0, "TA": 1.0, "MIA": 1.0, "gap": 0.0, "rte": rte,
+             **({"diverged": 1.0} if diverged else {})}
         return {"method": method, "hparams": {}, "scenario": "s", "seed": seed, "retrain_seconds": 1.0, "metrics": m}
 
     points = {}
@@ -445,7 +446,8 @@ def test_tuned_rows_run_once_and_a_tuned_default_is_a_copy(tmp_path):
     records = runner.read_records(out)
     by = {(r["method"], r.get("variant")): r for r in records}
     assert len(records) == 5 and by[("ga", "tuned")]["hparams"]["lr"] == 2e-3
-    assert by[("ft", "tuned")]["metrics"] == by[("ft", None)]["metrics"] and by[("ft", "tuned")]["key"] != by[("ft", None)]["key"]
+    tuned, own = by[("ft", "tuned")], by[("ft", None)]
+    assert tuned["metrics"] == own["metrics"] and tuned["key"] != own["key"]
     assert {r["key"] for r in records} == grid_keys(grid)
     assert main(argv) == 0 and runner.read_records(out) == records  # nothing to run again, no duplicate copy
     assert "| ft (tuned) |" in report.markdown(records) and "| ft |" in report.markdown(records)

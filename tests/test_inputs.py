@@ -50,7 +50,8 @@ BAD_SCENARIOS = [
     ("steps", 0, "steps must be an integer >= 1"), ("steps", 2000, "<= T = 1000"), ("steps", 2.5, "steps must be"),
     ("samples_per_class", 0, "samples_per_class must be"), ("seed", -1, "seed must be an integer >= 0"),
     ("guidance", math.nan, "guidance must be a finite number"), ("guidance", -1.0, "guidance must be"),
-    ("p_uncond", 1.0, "p_uncond must be in"), ("sampler", "euler", "sampler must be")])
+    ("p_uncond", 1.0, "p_uncond must be in"), ("sampler", "euler", "sampler must be"),
+    ("guidance", True, "guidance must be")])
 def test_a_grid_scenario_with_a_bad_generation_field_is_refused_when_read(field, value, msg):
     from unlearnkit.bench.scenarios import Scenario
 

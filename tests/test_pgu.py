@@ -251,3 +251,21 @@ def test_check_every_evaluates_the_rule_after_every_kth_and_the_last_epoch(monke
     assert checked_after == [0, 2, 4, 6, 8, 10, 12, 14]  # official: after every epoch
     with pytest.raises(ValueError, match="check_every"):
         P.PGU(check_every=0)
+
+
+def test_layer_tau_takes_a_dict_as_its_docstring_says():
+    from unlearnkit.method import build
+
+    assert build("pgu", {"layer_tau": {"fc": 0.9, "conv1": 0.5}}).layer_tau == (("conv1", 0.5), ("fc", 0.9))
+
+
+def test_the_forget_statistics_pass_counts_as_the_requests_samples():
+    """The runner's `samples` cost counts every batch a request hands out: PGU's forget-set pass
+    for C_forget is one (|forget| samples), then each training pass over the forget set."""
+    from unlearnkit.bench.runner import SampleCounter
+
+    model, retain, forget = linear_case()
+    r = request_for(torch.cat([retain, forget]), len(forget))
+    counter = SampleCounter()
+    P.PGU(epochs=3, stop="none")(model, dataclasses.replace(r, callbacks=(counter,)))
+    assert counter.samples == (1 + 3) * len(forget)

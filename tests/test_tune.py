@@ -72,6 +72,25 @@ def test_processes_sharing_a_storage_share_one_trial_budget(tmp_path, monkeypatc
     assert len(calls) == 1 and rec["trials"] == 4
 
 
+def test_a_search_that_spent_its_time_is_finished_and_a_cut_defaults_trial_runs_again(tmp_path, monkeypatch):
+    real, calls = tuning.evaluate, []
+
+    def interrupted_once(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the defaults trial: Optuna marks it failed
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tuning, "evaluate", interrupted_once)
+    out, scenario = tmp_path / "t.jsonl", Scenario("digits", "random:0.1")
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune("ga", scenario, 8, 1e-3, out, cache=tmp_path)
+    rec = tuning.tune("ga", scenario, 8, 1e-3, out, cache=tmp_path)  # the defaults first, then the cap is spent
+    assert rec["trials"] == 1 and rec["default_value"] is not None and rec["default_value"] == rec["best_value"]
+    again = tuning.tune("ga", scenario, 8, 1e-3, out, cache=tmp_path)
+    assert len(calls) == 2 and again == rec and len(tuning.read_records(out)) == 1  # not run, not appended
+
+
 def test_the_retrain_free_objective_runs_without_a_retrain(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "reference", lambda prepared, cache=None: (None, {"seconds": 1.0}, None, None))
     rec = tuning.tune("ft", Scenario("digits", "class:3"), 2, 600, tmp_path / "t.jsonl", cache=tmp_path,

@@ -254,7 +254,7 @@ def tuned_jobs(path: Path, jobs: list[tuple[str, dict[str, Any], Scenario, int]]
     searched ones replaced by the best values found); and, per tuned job's record key, what its
     record gains: {"variant": "tuned", "tuning": {trials, seconds, ratio to the validation Retrain}}.
     Where the best values are a grid job's own (the defaults won), no job is added: that job's
-    record is copied into the tuned row (`runner.TUNED_COPY`, the entry gains "copy": True)."""
+    record is copied into the tuned row (`runner.tuned_copy_key`, the entry gains "copy": True)."""
     from unlearnkit.bench.tune import tuned_search
 
     name = tomllib.loads(path.read_text()).get("tuned")

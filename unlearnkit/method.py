@@ -14,7 +14,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol
 
 from unlearnkit.registry import Registry
 
@@ -116,6 +116,8 @@ def _checked(name: str, value: Any, hint: Any, bounds: Bounds | None) -> Any:
     if hint is str and not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     if origin is tuple:
+        if isinstance(value, Mapping):  # {key: value} for a tuple of pairs: its sorted items
+            return tuple(sorted(value.items()))
         if not isinstance(value, (tuple, list)):
             raise ValueError(f"{name} must be a sequence, got {value!r}")
         return tuple(value)
@@ -136,7 +138,7 @@ def validated(cls: type) -> type:
     """Make the dataclass `cls` check every field (`check_fields`) whenever it is built, before its
     own `__post_init__` (so a cross-field check there sees well-typed, finite values). Registering
     a method does this; use it directly for a method you do not register."""
-    post = cls.__dict__.get("__post_init__") or getattr(cls, "__post_init__", None)
+    post = getattr(cls, "__post_init__", None)  # its own or inherited (a subclass may check twice: harmless)
     if post is not None:
         def __post_init__(self: Any) -> None:
             check_fields(self)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,15 +100,21 @@ def covariance(model: nn.Module, inputs: Iterable[Tensor], precision: Precision 
 
 def full_statistics(model: nn.Module, dataset: Dataset, idx: Tensor | None = None, batch_size: int = 256,
                     augment: Augment | None = None, gen: torch.Generator | None = None,
-                    precision: Precision = "float32") -> Stats:
+                    precision: Precision = "float32", on_batch: Callable[[int], None] | None = None) -> Stats:
     """The one-off pass: covariances of every projected layer over `dataset[idx]` (all when None),
-    each batch augmented by `augment` (drawing from `gen`) when given. Under torchrun each process
-    takes every world()-th row of each (augmented) batch, even or not: the sum over processes is then
-    one process's sum, row for row."""
+    each batch augmented by `augment` (drawing from `gen`) when given, and its size told to
+    `on_batch`. Under torchrun each process takes every world()-th row of each (augmented) batch,
+    even or not: the sum over processes is then one process's sum, row for row."""
     if idx is None:
         idx = torch.arange(len(dataset))  # type: ignore[arg-type]
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
-    batches = (take(dataset, chunk)[0] for chunk in idx.split(batch_size))
+
+    def load(chunk: Tensor) -> Tensor:
+        if on_batch is not None:
+            on_batch(len(chunk))
+        return take(dataset, chunk)[0]
+
+    batches = (load(chunk) for chunk in idx.split(batch_size))
     if augment is not None:
         batches = (augment(x, gen) for x in batches)  # the whole batch, as one process draws it
     return covariance(model, (x[rank()::world()] for x in batches), precision)

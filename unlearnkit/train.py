@@ -73,13 +73,14 @@ def reinitialize(model: nn.Module, seed: int) -> nn.Module:
     for name, m in model.named_modules():
         if hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()  # type: ignore[operator]
-        elif m is model or not hasattr(m, "reset_parameters"):
+        else:  # the model itself is not reset (only its layers): its own parameters are left as they are
             stale += [f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False)]
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
     if stale:
-        warnings.warn(f"Retrain could not re-initialise {stale[:5]}{' …' if len(stale) > 5 else ''} (no "
-                      "reset_parameters on their module): they start from their trained values", stacklevel=2)
+        warnings.warn(f"Retrain could not re-initialise {stale[:5]}{' …' if len(stale) > 5 else ''} (held by a "
+                      "module without reset_parameters, or by the model itself): they start from their trained "
+                      "values", stacklevel=2)
     return model
 
 

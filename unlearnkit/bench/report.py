@@ -328,7 +328,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically (through `atomic_write`: under torchrun only rank
     0 writes) and close it."""
     import io
@@ -336,7 +336,7 @@ def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format="png")
+    fig.savefig(buffer, dpi=dpi, format="png")
     plt.close(fig)
     atomic_write(path, buffer.getvalue())
     return path

@@ -281,7 +281,8 @@ def write_copies(out: Path, copies: dict[str, dict[str, Any]]) -> None:
     by_key = {r["key"]: r for r in records}
     wanted = {tuned_copy_key(k): {**by_key[k], **fields, "key": tuned_copy_key(k)}
               for k, fields in copies.items() if k in by_key}
-    if all(by_key.get(k) == v for k, v in wanted.items()):
+    as_text = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 (as text, a diverged NaN equals itself)
+    if all(as_text(by_key.get(k)) == as_text(v) for k, v in wanted.items()):
         return
     write_records(out, [r for r in records if r["key"] not in wanted] + list(wanted.values()))
 

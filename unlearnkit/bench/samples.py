@@ -79,4 +79,4 @@ def save_grid(models: Mapping[str, nn.Module], task: Generation, train: Dataset,
                       [f"{c}*" if c in marked else str(c) for c in classes])
     fig.suptitle(f"{task.sampler}, {task.steps} steps, guidance {task.guidance}", fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, Path(path))
+    return save_figure(fig, Path(path), dpi=100)

@@ -49,7 +49,7 @@ from unlearnkit.bench.runner import append_record, environment, read_records, re
 from unlearnkit.bench.scenarios import Prepared, Scenario, prepare
 from unlearnkit.checkpoint import digest
 from unlearnkit.evaluate import balanced_mia, evaluate
-from unlearnkit.method import METHODS, Range, build, check_supported, check_value, search_space
+from unlearnkit.method import METHODS, Range, build, check_request, check_supported, check_value, search_space
 from unlearnkit.metrics import accuracy, avg_gap, confidence, predict
 from unlearnkit.request import parse_forget
 
@@ -183,8 +183,9 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
          reported_seeds: list[int] = (0, 1, 2), cache: Path | None = None, device: str | None = None,  # type: ignore
          seed: int = 0) -> dict[str, Any]:
     """Search `name`'s hyper-parameters on the validation request of `scenario` (module docstring)
-    for `trials` trials or `timeout` seconds, whichever ends first (counting trials of an interrupted
-    run); append the result to `out` and return it."""
+    for `trials` trials or `timeout` seconds of trials (summed over every process on the storage,
+    counting trials of an interrupted run), whichever ends first; append the result to `out` and
+    return it. A finished search is returned as recorded, never run again."""
     if trials < 1 or not timeout > 0:
         raise TuneError(f"need at least one trial and a positive time cap, got {trials} trials and {timeout} s")
     if objective not in OBJECTIVES:
@@ -192,7 +193,7 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
     cls, fixed = METHODS[name], dict(fixed or {})
     default = build(name, fixed)
     space = {k: v for k, v in parse_space(list(space_specs), cls).items() if k not in fixed}
-    check_supported(default, scenario.task)
+    check_supported(default, scenario.task)  # the request's own needs: check_request, once it exists
     kind = scenario.forget.partition(":")[0]
     if kind not in ("random", "class", "subclass"):
         raise TuneError(f"tune needs a random, class or subclass forget rule, not {scenario.forget!r}: "
@@ -200,7 +201,7 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
     key = digest("tune", name, fixed, {k: repr(v) for k, v in space.items()}, scenario.as_dict(), objective,
                  sorted(reported_seeds), VALIDATION_SEED)
     finished = [r for r in read_records(out) if r.get("key") == key]
-    if finished and (finished[-1]["trials"] >= trials or finished[-1]["seconds"] >= timeout):
+    if finished and spent_budget(finished[-1], trials, timeout):
         print(f"unlearnkit tune: {name} on {scenario.name}: already searched ({finished[-1]['trials']} trials)",
               file=sys.stderr, flush=True)
         return finished[-1]
@@ -209,22 +210,22 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(storage, f"{name}-{key}", seed)  # before any training: a bad URL costs nothing
     validation = validation_prepared(scenario, list(reported_seeds), cache, device)
-    if validation.request.val is None and not validation.request.classes:
-        if objective == "retrain-free":
-            raise TuneError("the retrain-free objective needs held-out data (a scenario with a validation split)")
+    check_request(default, validation.request)  # e.g. ∇τ without held-out data: before Retrain trains
+    judged_without_retrain = validation.request.val is not None or bool(validation.request.classes)
+    if objective == "retrain-free" and not judged_without_retrain:
+        raise TuneError("the retrain-free objective needs held-out data (a scenario with a validation split)")
     ref_model, ref_meta, ref_metrics, _ = reference(validation, cache)  # for "gap", and to read both objectives
 
-    def measure(hparams: dict[str, Any]) -> dict[str, float]:
-        """Both objectives of one setting ("gap" only when a Retrain is there to compare with;
+    def measure(method: Any) -> dict[str, float]:
+        """Both objectives of one method ("gap" only when a Retrain is there to compare with;
         "retrain-free" only with held-out data or a class request)."""
-        method = build(name, {**fixed, **hparams})
         torch.manual_seed(VALIDATION_SEED)
         model = method(validation.original, validation.request)
         metrics = evaluate(model, validation.request, validation.test)
         if metrics.get("diverged"):
             return {"gap": math.inf, "retrain-free": math.inf}
         values = {}
-        if validation.request.val is not None or validation.request.classes:
+        if judged_without_retrain:
             values["retrain-free"] = retrain_free(metrics, validation, model)
         if ref_metrics is not None:
             values["gap"] = avg_gap(metrics, ref_metrics, validation.request.task.gap_metrics)
@@ -233,11 +234,13 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
     def run_trial(trial: Any) -> float:
         start = time.perf_counter()
         point = {} if trial.user_attrs.get("defaults") else suggest(trial, cls, space)
-        try:
-            values = measure(point)
-        except (ValueError, TypeError) as e:  # a point the method refuses (e.g. SCRUB's msteps > epochs): worst
+        try:  # a point the method refuses (e.g. SCRUB's msteps > epochs) is the worst trial, not a crash
+            method = build(name, {**fixed, **point})
+            check_request(method, validation.request)
+        except (ValueError, TypeError) as e:
             trial.set_user_attr("invalid", str(e))
-            values = {objective: math.inf}
+            method = None
+        values = measure(method) if method is not None else {objective: math.inf}
         trial.set_user_attr("seconds", time.perf_counter() - start)
         if "invalid" not in trial.user_attrs:
             trial.set_user_attr("objectives", {k: v if math.isfinite(v) else 1e9 for k, v in values.items()})
@@ -255,29 +258,40 @@ def tune(name: str, scenario: Scenario, trials: int, timeout: float, out: Path, 
             study.stop()
         return over
 
-    if not any(t.user_attrs.get("defaults") for t in study.get_trials(deepcopy=False)):
+    if not any(t.user_attrs.get("defaults") and t.state.name in ("COMPLETE", "WAITING")
+               for t in study.get_trials(deepcopy=False)):  # not yet run, or cut short: run it (again)
         study.enqueue_trial({}, user_attrs={"defaults": True})  # the defaults as they are ("auto" stays so)
     done = complete(study)
     left, spent = trials - len(done), sum(t.user_attrs.get("seconds", 0.0) for t in done)
     if not budget_spent(study):
         print(f"unlearnkit tune: {name} on {scenario.name} (validation seed {VALIDATION_SEED}): {len(done)} trials "
               f"done, up to {left} more within {timeout - spent:.0f} s", file=sys.stderr, flush=True)
-        study.optimize(run_trial, n_trials=left, timeout=timeout - spent, callbacks=[budget_spent])
+        study.optimize(run_trial, n_trials=left, callbacks=[budget_spent])  # the callback keeps the time cap
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = study.best_trial
-    defaults_trial = next((t for t in done if t.user_attrs.get("defaults")), done[0])
+    defaults_trial = next((t for t in done if t.user_attrs.get("defaults")), None)  # None: it never finished
     best_point = {k: getattr(default, k) for k in space} if best.user_attrs.get("defaults") else best.params
     record = {"kind": "tune", "key": key, "method": name, "scenario": scenario.name, "scenario_spec": scenario.as_dict(),
               "objective": objective, "fixed": fixed, "space": {k: repr(v) for k, v in space.items()},
-              "best": {**fixed, **best_point}, "best_value": best.value, "default_value": defaults_trial.value,
+              "best": {**fixed, **best_point}, "best_value": best.value,
+              "default_value": defaults_trial and defaults_trial.value,
               "trial_objectives": [t.user_attrs.get("objectives", {}) for t in done],
               "invalid_trials": sum("invalid" in t.user_attrs for t in done),
               "trials": len(done), "seconds": sum(t.user_attrs.get("seconds", 0.0) for t in done),
+              "budget": {"trials": trials, "seconds": timeout},
               "retrain_seconds": ref_meta["seconds"], "validation": {"seed": VALIDATION_SEED,
                                                                       "forget": validation.request.forget.tolist()},
               "reported_seeds": sorted(reported_seeds), "storage": storage, "env": environment(torch.device(device or "cpu"))}
     append_record(out, record)
     return record
+
+
+def spent_budget(record: dict[str, Any], trials: int, timeout: float) -> bool:
+    """Whether the search `record` reports has used a budget of `trials` trials / `timeout` seconds
+    of trials. A record without "budget" comes from a loop that stopped at a wall-clock cap, which
+    also counted the sampler's and storage's milliseconds: 99% of the cap counts as spent there."""
+    cap = timeout if "budget" in record else 0.99 * timeout
+    return record["trials"] >= trials or record["seconds"] >= cap
 
 
 def tuned_search(path: Path, name: str, scenario: Scenario, objective: str = "gap") -> dict[str, Any] | None:

@@ -64,7 +64,7 @@ class Generation:
 
     def __post_init__(self) -> None:
         Schedule(self.T, self.schedule)  # validates T and schedule
-        if not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
+        if isinstance(self.p_uncond, bool) or not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
@@ -73,7 +73,8 @@ class Generation:
             if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
                 raise ValueError(f"{name} must be an integer >= {low}{f' and <= T = {high}' if high else ''}, "
                                  f"got {value!r}")
-        if not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance) and self.guidance >= 0):
+        if isinstance(self.guidance, bool) or not (isinstance(self.guidance, (int, float))
+                                                   and math.isfinite(self.guidance) and self.guidance >= 0):
             raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
 
     @property

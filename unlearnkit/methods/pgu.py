@@ -33,7 +33,8 @@ Choices:
   forget pass, so its C_full − C_forget keeps the augmented views of the forget samples in the
   "retain" subspace; we do not offer that mix. The random default (no augmentation) is the exact
   retain covariance; with augmentation the two passes draw different views of the forget samples,
-  so C_full − C_forget is the retain covariance in expectation, not exactly. Each batch's product in float32 (`stats_precision`; official float64).
+  so C_full − C_forget is the retain covariance in expectation, not exactly. Each batch's product
+  in float32 (`stats_precision`; official float64).
   C_full is computed once per (weights, dataset, excluded ids, augmentation, precision) and kept
   in an in-process cache (and in `stats_path` if set). After a request, C_full − C_forget is cached
   under the unlearned model's weights and the enlarged excluded set, so `request.then(...)` on the
@@ -70,7 +71,7 @@ import torch
 from torch import Tensor, nn
 
 from unlearnkit import transforms as T
-from unlearnkit.loop import checking, fit, frozen_batchnorm, trainable
+from unlearnkit.loop import checking, fit, frozen_batchnorm, notify, trainable
 from unlearnkit.method import METHODS, Range, hp
 from unlearnkit.metrics import accuracy, predict
 from unlearnkit.models import device_of
@@ -179,9 +180,10 @@ class PGU:
         monitor, taus, device = cfg._monitor(request), cfg._taus(model), device_of(model)
         c_full = cached_statistics(model, request, cfg.batch_size, cfg.stats_path, cfg.stats_augment,
                                    cfg.stats_precision)
-        c_forget = full_statistics(model, request.train, request.indices("forget"), cfg.batch_size,
-                                   request.augment if cfg.stats_augment else None, request.generator(63),
-                                   cfg.stats_precision)  # generator(63): request.batches' for ("forget", salt 31)
+        c_forget = full_statistics(  # generator(63): request.batches' for ("forget", salt 31)
+            model, request.train, request.indices("forget"), cfg.batch_size,
+            request.augment if cfg.stats_augment else None, request.generator(63), cfg.stats_precision,
+            on_batch=lambda n: notify(request.callbacks, "on_batch", n))  # counted as the request's batches
         c_retain = {k: c_full[k].to(device) - c for k, c in c_forget.items()}
         params = trainable(model)
         bases = {k: b.to(params[k].dtype) for k, b in retain_bases(c_retain, taus, cfg.energy, cfg.k_plus_one).items()
