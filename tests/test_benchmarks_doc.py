@@ -30,3 +30,9 @@ def test_the_page_builds_from_the_committed_records():
     page = out.getvalue()
     assert "## Do the papers' claims hold here?" in page and "| ∇τ (Trippa et al.) |" in page
     assert "## Where each default comes from" in page and "- **pgu** (" in page
+
+
+def test_the_claims_read_the_grids_own_rows_not_tuned_ones():
+    own, tuned = {"method": "ft", "variant": None}, {"method": "ft", "variant": "tuned"}
+    assert compose.at_defaults([own, tuned, {"method": "ga"}]) == [own, {"method": "ga"}]
+    assert sum(compose.expected("fashion", tuned=False).values()) <= sum(compose.expected("fashion").values())
