@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from unlearnkit.bench.report import group, markdown, seed_gaps, ties_with_best  # noqa: E402
 from unlearnkit.bench.runner import read_records, record_key  # noqa: E402
-from unlearnkit.method import METHODS  # noqa: E402
+from unlearnkit.method import METHODS, search_space  # noqa: E402
 
 REPRODUCED = [n for n in METHODS.ordered() if METHODS.meta(n)["family"] == "reproduced"]
 
@@ -198,7 +198,9 @@ def tuned() -> str:
     agree = []
     for s in searches:
         table = fashion.get(s["scenario"], {})
-        default = next((v for k, v in table.items() if k.split("(")[0] == s["method"] and "(tuned)" not in k), None)
+        own = {k: v for k, v in table.items() if k.split("(")[0] == s["method"] and "(tuned)" not in k}
+        best_own = min(own, key=lambda k: own[k]["gap"], default=None)  # a grid sweeping a field: its best row
+        default = own.get(best_own)
         mine = table.get(f"{s['method']} (tuned)")
         objs = [o for o in s.get("trial_objectives", []) if "gap" in o and "retrain-free" in o]
         pick = ""
@@ -206,8 +208,15 @@ def tuned() -> str:
             chosen = min(objs, key=lambda o: o["retrain-free"])
             pick = f"{chosen['gap']:.2f} vs {min(o['gap'] for o in objs):.2f}"
             agree.append(chosen["gap"] - min(o["gap"] for o in objs))
-        lines.append(f"| {s['scenario']} | {s['method']} | {gap_phrase('', default).strip()} | {gap_phrase('', mine).strip()} | "
+        shown = [f"{k.removeprefix(s['method'])} ".lstrip() + f"{v['gap']:.2f} ± {v['gap_sd']:.2f}" if v else "not run yet"
+                 for k, v in ((best_own or "", default), ("", mine))]
+        lines.append(f"| {s['scenario']} | {s['method']} | {shown[0]} | {shown[1]} | "
                      f"{s['trials']} | {s['seconds'] / s['retrain_seconds']:.1f} | {pick} |")
+    unsearched = sorted({r["method"] for r in at_defaults(records("fashion"))} - {s["method"] for s in searches}
+                        - {n for n in METHODS.names() if METHODS.meta(n)["family"] == "reference"})
+    lines += ["", "Default Avg. Gap: the grid's best row of the method (the fields it sweeps in brackets). "
+                  "Not searched: " + ", ".join(f"{n} ({'declares no searchable field' if not search_space(METHODS[n]) else 'search not run yet'})"
+                                               for n in unsearched) + "."]
     if agree:
         lines += ["", f"Across the {len(agree)} searches, the setting the retrain-free objective would pick is within "
                       f"{statistics.median(agree):.2f} points of the best validation Avg. Gap in the median case "
