@@ -295,6 +295,18 @@ def check_names(flag: str, given: set[str], known: set[str]) -> None:
         raise ValueError(f"{flag}: not in the grid: {', '.join(unknown)} (it has {', '.join(sorted(known))})")
 
 
+def grid_selection(grid: Path, methods: str, only: str) -> tuple[list[tuple[str, dict[str, Any], Scenario, int]],
+                                                                set[str]]:
+    """The grid's jobs of the forget rules in `only` (comma-separated; empty: all) and the methods
+    named in `methods` (a set; empty: all); a name the grid does not have is refused."""
+    chosen = {m for m in methods.split(",") if m}
+    rules = {r for r in only.split(",") if r}
+    all_jobs = grid_jobs(grid)
+    check_names("--methods", chosen, {j[0] for j in all_jobs})
+    check_names("--only", rules, {j[2].forget for j in all_jobs})
+    return [j for j in all_jobs if not rules or j[2].forget in rules], chosen
+
+
 def tune_command(args: argparse.Namespace) -> int:
     from unlearnkit.bench.tune import tune
     from unlearnkit.method import search_space
@@ -305,12 +317,7 @@ def tune_command(args: argparse.Namespace) -> int:
         field, _, value = item.partition("=")
         fixed[field] = json.loads(value)
     if args.grid:
-        chosen = {m for m in args.methods.split(",") if m}
-        rules = {r for r in args.only.split(",") if r}
-        all_jobs = grid_jobs(args.grid)
-        check_names("--methods", chosen, {j[0] for j in all_jobs})
-        check_names("--only", rules, {j[2].forget for j in all_jobs})
-        jobs = [j for j in all_jobs if not rules or j[2].forget in rules]
+        jobs, chosen = grid_selection(args.grid, args.methods, args.only)
         seeds = sorted({j[3] for j in jobs})
         todo: dict[tuple[str, str], tuple[str, dict[str, Any], Scenario]] = {}
         for name, hp, scenario, _ in jobs:
@@ -432,12 +439,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from unlearnkit.bench.audit import audit
 
         writable_file("--out", args.out)
-        rules = {r for r in args.only.split(",") if r}
-        chosen = {m for m in args.methods.split(",") if m}
-        all_jobs = grid_jobs(args.grid)
-        check_names("--methods", chosen, {j[0] for j in all_jobs})
-        check_names("--only", rules, {j[2].forget for j in all_jobs})
-        jobs = [j for j in all_jobs if not rules or j[2].forget in rules]
+        jobs, chosen = grid_selection(args.grid, args.methods, args.only)
         audits = audit([j for j in jobs if not chosen or j[0] in chosen], args.out, args.models, args.cache,
                        args.device)
         print(reporting.audit_table(audits))
@@ -491,7 +493,7 @@ def scaling(args: argparse.Namespace) -> int:
         if name not in methods or not field:
             raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE for one of {list(methods)}")
         methods[name][field] = json.loads(value)
-    base = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS if k not in ("forget", "task")})
+    base = Scenario(**{k: getattr(args, k) for k in SCENARIO_FLAGS if hasattr(args, k)})  # the flags it has
     result = measure.measure(methods, base, [float(f) for f in args.fractions.split(",")],
                              [int(n) for n in args.train_sizes.split(",")], args.forget_count, args.seed, args.cache)
     print(measure.write(result, args.out, args.plot))
@@ -503,6 +505,7 @@ def overhead(args: argparse.Namespace) -> int:
     from unlearnkit.bench.scenarios import prepare
 
     writable_file("--out", args.out)
+
     def scenario(width: int | None = args.width) -> Scenario:
         return Scenario(args.dataset, args.forget, args.model, width, checkpoint=args.checkpoint,
                         train_size=args.train_size)

@@ -142,6 +142,11 @@ class UnlearnRequest:
     def generator(self, salt: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
+    def split_generator(self, split: Split, salt: int = 0) -> torch.Generator:
+        """The generator `batches(split, ..., salt=salt)` shuffles and augments with (no two
+        (salt, split) pairs share one)."""
+        return self.generator(2 * salt + {"retain": 0, "forget": 1, "all": 2 * 10**9}[split])
+
     def batch(self, idx: Tensor, augment: bool = False, gen: torch.Generator | None = None) -> Batch:
         """The samples at `idx`, augmented if asked; under torchrun this process's shard of them
         (the whole batch is augmented first, so every process draws what one process would)."""
@@ -158,7 +163,7 @@ class UnlearnRequest:
                 augment: bool = True, salt: int = 0) -> Iterator[Batch]:
         """`epochs` passes over one split in (shuffled) batches."""
         idx = self.indices(split)
-        gen = self.generator(2 * salt + {"retain": 0, "forget": 1, "all": 2 * 10**9}[split])  # no two (salt, split) collide
+        gen = self.split_generator(split, salt)
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=gen)] if shuffle else idx
             for chunk in order.split(batch_size):

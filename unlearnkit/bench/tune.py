@@ -135,7 +135,7 @@ def parse_space(specs: list[str], cls: type) -> dict[str, Range | tuple]:
     for name, s in space.items():  # every end of a range and every choice must be a valid value
         for v in (s.low, s.high) if isinstance(s, Range) else s:
             try:
-                check_value(cls, name, int(v) if isinstance(s, Range) and "int" in str(fields[name].type) else v)
+                check_value(cls, name, int(v) if isinstance(s, Range) and integer_field(cls, name) else v)
             except ValueError as e:
                 raise TuneError(f"search space of {name}: {e}") from None
     if not space:
@@ -151,13 +151,17 @@ def json_or_text(v: str) -> Any:
         return v
 
 
+def integer_field(cls: type, name: str) -> bool:
+    """Whether the field `name` of `cls` holds integers (its range is searched as integers)."""
+    return "int" in str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+
+
 def suggest(trial: Any, cls: type, space: dict[str, Range | tuple]) -> dict[str, Any]:
     """One point of `space` from an Optuna trial, typed as the fields are (ints stay ints)."""
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
     point = {}
     for name, s in space.items():
         if isinstance(s, Range):
-            if "int" in str(types[name]):
+            if integer_field(cls, name):
                 point[name] = trial.suggest_int(name, int(s.low), int(s.high), log=s.log)
             else:
                 point[name] = trial.suggest_float(name, s.low, s.high, log=s.log)

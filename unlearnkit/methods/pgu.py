@@ -180,9 +180,9 @@ class PGU:
         monitor, taus, device = cfg._monitor(request), cfg._taus(model), device_of(model)
         c_full = cached_statistics(model, request, cfg.batch_size, cfg.stats_path, cfg.stats_augment,
                                    cfg.stats_precision)
-        c_forget = full_statistics(  # generator(63): request.batches' for ("forget", salt 31)
+        c_forget = full_statistics(
             model, request.train, request.indices("forget"), cfg.batch_size,
-            request.augment if cfg.stats_augment else None, request.generator(63), cfg.stats_precision,
+            request.augment if cfg.stats_augment else None, request.split_generator("forget", 31), cfg.stats_precision,
             on_batch=lambda n: notify(request.callbacks, "on_batch", n))  # counted as the request's batches
         c_retain = {k: c_full[k].to(device) - c for k, c in c_forget.items()}
         params = trainable(model)
