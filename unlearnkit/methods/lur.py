@@ -9,8 +9,9 @@ third-party summaries), so every choice below is a reconstruction, exposed as a 
   implicit regulariser that rewards non-conflicting gradients.
 - True gradient of J (`first_order=False`): for A, ∇J = w_r g_r + w_u (I − α H_r) g_u(θ'), the
   Hessian-vector product by double backward; `first_order=True` drops the α H term.
-  Two independent summaries of the paper describe this form (θ' from a retain step, the forget loss
-  at θ'), which is why it is the default.
+  It is the default because it is the one form on record: a third-party reimplementation (not the
+  authors') takes θ' from a retain step and the forget loss at θ'; no stored summary of the paper
+  says which way the inner step goes.
 - Unlearning loss L_u (`forget_loss`): "random_label" (CE to random labels drawn among the K−1
   classes other than the true one, `exclude_true_label=True`, as the relabelling baselines of the
   SFR-on repository and Amnesiac draw them, so no forget sample is "relabelled" with its own label;
