@@ -459,3 +459,27 @@ def test_a_run_that_diverged_fails_the_call_that_ran_it_only(tmp_path):
     argv = ["bench", str(grid), "--out", str(tmp_path / "r.jsonl"), "--cache", str(tmp_path / "cache")]
     assert main(argv) == 3
     assert main(argv) == 0  # resumed: the diverged record stands, nothing new blew up
+
+
+def _append_many(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        runner.append_record(Path(path), {"key": f"{worker}-{i}", "method": "ft"})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+def test_processes_appending_to_one_records_file_lose_nothing(tmp_path):
+    """Several `tune` workers on one search (or two `bench` runs) append to one JSONL: each append
+    is a read and an atomic rewrite, so without the lock two workers would drop each other's records."""
+    import multiprocessing
+
+    out = tmp_path / "records.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append_many, args=(str(out), w, 25)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    keys = [r["key"] for r in runner.read_records(out)]
+    assert sorted(keys) == sorted(f"{w}-{i}" for w in range(3) for i in range(25))
+    assert list(tmp_path.iterdir()) == [out]  # no lock file or temporary file left behind

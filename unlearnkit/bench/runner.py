@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import replace
 import json
+import os
 import platform
 import signal
 import sys
@@ -196,10 +197,31 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one record, atomically: the file is rewritten via a temp file and a rename."""
-    old = path.read_text() if path.is_file() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    atomic_write(path, (old + json.dumps(record, sort_keys=True) + "\n").encode())
+    with locked(path):
+        old = path.read_text() if path.is_file() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        atomic_write(path, (old + json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder of `path` while its records are read and rewritten, so
+    that processes sharing one records file (several `tune` workers on one search, two `bench` runs)
+    never drop each other's records. POSIX `flock` on the folder itself (no stray lock file);
+    without `fcntl` (Windows) there is no lock. Not re-entrant: take it once per rewrite."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, cache: Path | None = None,
@@ -232,7 +254,8 @@ def bench(grid: Iterable[tuple[str, dict[str, Any], Scenario, int]], out: Path, 
               if fields.get("copy")}
     if prune:
         wanted = {record_key(*job) for jobs in blocks.values() for job in jobs} | set(map(tuned_copy_key, copies))
-        write_records(out, [r for r in read_records(out) if r.get("key") in wanted])
+        with locked(out):
+            write_records(out, [r for r in read_records(out) if r.get("key") in wanted])
     done = {r["key"] for r in read_records(out)}
     bar = tqdm(total=sum(record_key(*j) not in done for jobs in blocks.values() for j in jobs),
                desc="unlearnkit bench", unit="run", disable=not progress)
@@ -277,14 +300,14 @@ def write_copies(out: Path, copies: dict[str, dict[str, Any]]) -> None:
     """Keep each copy (`bench`'s `variants` with "copy") equal to its record plus its fields."""
     if not copies:
         return
-    records = read_records(out)
-    by_key = {r["key"]: r for r in records}
-    wanted = {tuned_copy_key(k): {**by_key[k], **fields, "key": tuned_copy_key(k)}
-              for k, fields in copies.items() if k in by_key}
-    as_text = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 (as text, a diverged NaN equals itself)
-    if all(as_text(by_key.get(k)) == as_text(v) for k, v in wanted.items()):
-        return
-    write_records(out, [r for r in records if r["key"] not in wanted] + list(wanted.values()))
+    with locked(out):
+        records = read_records(out)
+        by_key = {r["key"]: r for r in records}
+        wanted = {tuned_copy_key(k): {**by_key[k], **fields, "key": tuned_copy_key(k)}
+                  for k, fields in copies.items() if k in by_key}
+        as_text = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 (as text, a diverged NaN equals itself)
+        if not all(as_text(by_key.get(k)) == as_text(v) for k, v in wanted.items()):
+            write_records(out, [r for r in records if r["key"] not in wanted] + list(wanted.values()))
 
 
 def models_now(scenario: Scenario, seed: int, cache: Path | None = None, device: str | None = None) -> dict[str, str]:
@@ -296,10 +319,11 @@ def models_now(scenario: Scenario, seed: int, cache: Path | None = None, device:
 
 def drop_stale(out: Path, keys: set[str], models: dict[str, str]) -> int:
     """Drop the records with one of `keys` that were made on other `models`; return how many."""
-    records = read_records(out)
-    kept = [r for r in records if r.get("key") not in keys or r.get("models") == models]
-    if len(kept) < len(records):
-        write_records(out, kept)
+    with locked(out):
+        records = read_records(out)
+        kept = [r for r in records if r.get("key") not in keys or r.get("models") == models]
+        if len(kept) < len(records):
+            write_records(out, kept)
     return len(records) - len(kept)
 
 
