@@ -30,6 +30,7 @@ def test_the_page_builds_from_the_committed_records():
     page = out.getvalue()
     assert "## Do the papers' claims hold here?" in page and "| ∇τ (Trippa et al.) |" in page
     assert "## Where each default comes from" in page and "- **pgu** (" in page
+    assert "| on validation: default → best |" in page  # the tuned table shows what the search itself saw
 
 
 def test_the_claims_read_the_grids_own_rows_not_tuned_ones():
