@@ -212,9 +212,9 @@ def tuned() -> str:
             chosen = min(objs, key=lambda o: o["retrain-free"])
             pick = f"{chosen['gap']:.2f} vs {min(o['gap'] for o in objs):.2f}"
             agree.append(chosen["gap"] - min(o["gap"] for o in objs))
-        shown = [f"{k.removeprefix(s['method'])} ".lstrip() + f"{v['gap']:.2f} ± {v['gap_sd']:.2f}" if v else "not run yet"
-                 for k, v in ((best_own or "", default), ("", mine))]
-        lines.append(f"| {s['scenario']} | {s['method']} | {shown[0]} | {shown[1]} | "
+        shown_default = gap_phrase(best_own.removeprefix(s["method"]), default).strip() if default else "not run yet"
+        shown_tuned = gap_phrase("", mine).strip() if mine else "not run yet"
+        lines.append(f"| {s['scenario']} | {s['method']} | {shown_default} | {shown_tuned} | "
                      f"{s['default_value']:.2f} → {s['best_value']:.2f} | "
                      f"{s['trials']} | {s['seconds'] / s['retrain_seconds']:.1f} | {pick} |")
         if mine and mine["gap"] > s["best_value"] + CARRY_OVER:

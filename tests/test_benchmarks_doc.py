@@ -42,12 +42,9 @@ def test_the_claims_read_the_grids_own_rows_not_tuned_ones():
 def test_every_committed_classification_original_fits_its_training_data():
     """The converged regime, read from the result records, not the Markdown: the original row of
     every classification table keeps >= 99% of its retain set (the papers' ~100% train accuracy)."""
-    import json
-
     seen = 0
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+        for record in compose.read_records(path):
             if record.get("method") == "original" and "RA" in record.get("metrics", {}):
                 seen += 1
                 assert record["metrics"]["RA"] >= 99, (path.name, record["scenario"], record["metrics"]["RA"])
