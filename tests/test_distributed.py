@@ -78,6 +78,22 @@ def test_a_batch_the_processes_cannot_split_evenly_is_refused(tmp_path):
     assert "batch_size 33 is not divisible by the 2 processes" in done.stderr
 
 
+@pytest.mark.parametrize("forget, size", [("random:0.1", 128), ("class:3", 100)])
+def test_pgu_is_checked_with_the_batch_size_its_official_configuration_picks(forget, size, monkeypatch):
+    from unlearnkit.bench import runner
+    from unlearnkit.bench.scenarios import Scenario
+    from unlearnkit.methods.pgu import PGU
+
+    scenario = Scenario("digits", forget)
+    monkeypatch.setattr(runner, "world", lambda: 3)
+    with pytest.raises(ValueError, match=f"the method's batch_size {size} is not divisible by the 3 processes"):
+        runner.check_divisible(PGU(), scenario)
+    monkeypatch.setattr(runner, "world", lambda: 4)
+    runner.check_divisible(PGU(), scenario)
+    with pytest.raises(ValueError, match="the method's batch_size 90 is not divisible by the 4 processes"):
+        runner.check_divisible(PGU(batch_size=90), scenario)  # a size the user sets wins over the official one
+
+
 def test_a_dead_process_ends_the_job_with_an_error_not_a_hang(tmp_path):
     proc = subprocess.Popen(torchrun("run", "sfr-on", "--iterations", "1000000", "--batch-size", "32"),
                             env=env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -47,11 +47,12 @@ BAD_SCENARIOS = [
 
 
 @pytest.mark.parametrize("field, value, msg", [
-    ("steps", 0, "steps must be an integer >= 1"), ("steps", 2000, "<= T = 1000"), ("steps", 2.5, "steps must be"),
-    ("samples_per_class", 0, "samples_per_class must be"), ("seed", -1, "seed must be an integer >= 0"),
-    ("guidance", math.nan, "guidance must be a finite number"), ("guidance", -1.0, "guidance must be"),
-    ("p_uncond", 1.0, "p_uncond must be in"), ("sampler", "euler", "sampler must be"),
-    ("guidance", True, "guidance must be")])
+    ("steps", 0, "steps must be >= 1"), ("steps", 2000, "steps must be <= T = 1000"),
+    ("steps", 2.5, "steps must be an integer"), ("samples_per_class", 0, "samples_per_class must be >= 1"),
+    ("seed", -1, "seed must be >= 0"), ("guidance", math.nan, "guidance must be finite"),
+    ("guidance", -1.0, "guidance must be >= 0"), ("p_uncond", 1.0, "p_uncond must be < 1"),
+    ("sampler", "euler", "sampler must be one of"), ("guidance", True, "guidance must be a number"),
+    ("T", 1, "T must be >= 2"), ("schedule", "cosin", "schedule must be one of")])
 def test_a_grid_scenario_with_a_bad_generation_field_is_refused_when_read(field, value, msg):
     from unlearnkit.bench.scenarios import Scenario
 

@@ -218,14 +218,13 @@ def test_when_val_gap_never_fires_the_request_leaves_the_model_as_it_was():
 
 
 def test_class_requests_get_the_official_class_configuration(toy_cnn):
-    random_request = dataclasses.replace(toy_cnn.request, classes=())
-    cls, rnd = P.PGU().resolved(toy_cnn.request), P.PGU().resolved(random_request)
+    cls, rnd = P.PGU().resolved(bool(toy_cnn.request.classes)), P.PGU().resolved(classwise=False)
     assert (cls.config, cls.tau, cls.k_plus_one, cls.batch_size, cls.shuffle, cls.stats_augment) == \
         ("class", 0.9, True, 100, True, True)
     assert (rnd.config, rnd.tau, rnd.k_plus_one, rnd.batch_size, rnd.shuffle, rnd.stats_augment) == \
         ("random", 0.95, False, 128, False, False)
-    assert P.PGU(tau=0.8, batch_size=64).resolved(toy_cnn.request).tau == 0.8  # a set field wins
-    assert P.PGU(config="random").resolved(toy_cnn.request).k_plus_one is False
+    assert P.PGU(tau=0.8, batch_size=64).resolved(True).tau == 0.8  # a set field wins
+    assert P.PGU(config="random").resolved(True).k_plus_one is False
     taus = cls._taus(toy_cnn.model)
     first = next(iter(taus))
     assert taus[first] == 0.95 and all(t == 0.9 for k, t in taus.items() if k != first)  # the stem stays at 0.95

@@ -111,9 +111,13 @@ def run(name: str, hparams: dict[str, Any], scenario: Scenario, seed: int, cache
 
 def check_divisible(method: Any, scenario: Scenario) -> None:
     """Under torchrun every batch is split evenly across the processes: a batch size the number of
-    processes does not divide is refused (the shards' mean gradients would be weighted unevenly)."""
+    processes does not divide is refused (the shards' mean gradients would be weighted unevenly).
+    A method that picks its batch size from the request's kind (PGU's official configurations,
+    `resolved`) is checked with the size it will use."""
     if world() == 1:
         return
+    if hasattr(method, "resolved"):
+        method = method.resolved(classwise=scenario.forget.partition(":")[0] == "class")
     sizes = {"the method's batch_size": getattr(method, "batch_size", None),
              "the recipe's batch_size": scenario.train_recipe.batch_size}
     for what, size in sizes.items():

@@ -9,9 +9,8 @@ per class and scores them with the judge, following SalUn's DDPM protocol at a s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +18,13 @@ from torch.utils.data import Dataset
 
 from unlearnkit.data import labels_of, take
 from unlearnkit.generation.diffusion import Schedule, denoising_loss, guided_denoising_loss, remap_loss, sample
+from unlearnkit.method import hp, validated
 from unlearnkit.registry import TASKS
 from unlearnkit.tasks import Forward
 
 
 @TASKS.register("generation")
+@validated
 @dataclass(frozen=True)
 class Generation:
     """Class-conditional DDPM (ε-prediction) with classifier-free guidance.
@@ -51,31 +52,20 @@ class Generation:
     name: ClassVar[str] = "generation"
     metrics: ClassVar[tuple[str, ...]] = ("UA", "Acc_retain", "FID", "P_forget")
     gap_metrics: ClassVar[tuple[str, ...]] = ("UA", "Acc_retain")
-    T: int = 1000
-    schedule: str = "linear"
-    p_uncond: float = 0.1
-    sampler: str = "ddim"
-    steps: int = 50
-    guidance: float = 2.0
-    samples_per_class: int = 100
-    seed: int = 0
+    T: int = hp(1000, ge=2)
+    schedule: Literal["linear", "cosine"] = "linear"
+    p_uncond: float = hp(0.1, ge=0, lt=1)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int = hp(50, ge=1)
+    guidance: float = hp(2.0, ge=0)
+    samples_per_class: int = hp(100, ge=1)
+    seed: int = hp(0, ge=0)
     clip_x0: bool = True
     forget_kinds: ClassVar[tuple[str, ...]] = ("class",)  # the metrics sample per forgotten class
 
-    def __post_init__(self) -> None:
-        Schedule(self.T, self.schedule)  # validates T and schedule
-        if isinstance(self.p_uncond, bool) or not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
-        for name, low, high in (("steps", 1, self.T), ("samples_per_class", 1, None), ("seed", 0, None)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-                raise ValueError(f"{name} must be an integer >= {low}{f' and <= T = {high}' if high else ''}, "
-                                 f"got {value!r}")
-        if isinstance(self.guidance, bool) or not (isinstance(self.guidance, (int, float))
-                                                   and math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+    def __post_init__(self) -> None:  # runs after `validated` has checked each field's type and range
+        if self.steps > self.T:
+            raise ValueError(f"steps must be <= T = {self.T}, got {self.steps!r}")
 
     @property
     def noise(self) -> Schedule:

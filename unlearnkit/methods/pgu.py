@@ -161,9 +161,10 @@ class PGU:
         if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in taus):
             raise ValueError(f"every layer_tau τ must be in [0, 1], got {taus}")
 
-    def resolved(self, request: UnlearnRequest) -> "PGU":
-        """This method with every None field set from the official configuration for `request`."""
-        kind = self.config if self.config != "auto" else ("class" if request.classes else "random")
+    def resolved(self, classwise: bool) -> "PGU":
+        """This method with every None field set from the official configuration for a class-wise
+        (`classwise`, i.e. `request.classes` is not empty) or any other request."""
+        kind = self.config if self.config != "auto" else ("class" if classwise else "random")
         official = OFFICIAL[kind]
         return replace(self, config=kind, **{k: v for k, v in official.items() if getattr(self, k) is None})
 
@@ -171,11 +172,11 @@ class PGU:
         """One-off work that belongs to the trained model, not to a request: the full-data
         statistics (the official code computes them after training). The benchmark runner times
         this separately from the unlearning itself."""
-        cfg = self.resolved(request)
+        cfg = self.resolved(bool(request.classes))
         cached_statistics(model, request, cfg.batch_size, cfg.stats_path, cfg.stats_augment, cfg.stats_precision)
 
     def __call__(self, model: nn.Module, request: UnlearnRequest) -> nn.Module:
-        cfg = self.resolved(request)
+        cfg = self.resolved(bool(request.classes))
         given, model = model, copy.deepcopy(model)
         monitor, taus, device = cfg._monitor(request), cfg._taus(model), device_of(model)
         c_full = cached_statistics(model, request, cfg.batch_size, cfg.stats_path, cfg.stats_augment,
