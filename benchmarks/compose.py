@@ -26,7 +26,7 @@ GRIDS = {"cifar10": "cifar10.toml", "fashion": "fashion.toml", "digits": "quick.
 
 def records(name: str) -> list[dict]:
     """The records of `name`'s grid as it stands (a record of an older recipe or default is left out)."""
-    from unlearnkit.cli import grid_keys
+    from unlearnkit.bench.grid import grid_keys
 
     keys = grid_keys(ROOT / GRIDS[name])
     return [r for r in read_records(RESULTS / f"{name}.jsonl") if r["key"] in keys]
@@ -39,7 +39,7 @@ def at_defaults(recs: list[dict]) -> list[dict]:
 
 def expected(name: str, tuned: bool = True) -> Counter:
     """scenario -> how many records its grid has (tuned rows included unless `tuned` is False)."""
-    from unlearnkit.cli import grid_jobs, tuned_jobs
+    from unlearnkit.bench.grid import grid_jobs, tuned_jobs
 
     path = ROOT / GRIDS[name]
     jobs, variants = tuned_jobs(path, grid_jobs(path)) if tuned else (grid_jobs(path), {})

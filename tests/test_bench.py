@@ -14,9 +14,10 @@ from torch import nn
 
 import unlearnkit
 from unlearnkit.bench import report, runner
+from unlearnkit.bench.grid import grid_jobs
 from unlearnkit.bench.scenarios import Scenario, prepare
 from unlearnkit.checkpoint import CheckpointError, load_model, save_model
-from unlearnkit.cli import grid_jobs, main
+from unlearnkit.cli import main
 from unlearnkit.data import ArrayDataset
 from unlearnkit.method import build
 
@@ -431,7 +432,7 @@ def test_a_model_store_serves_the_committed_models_and_refuses_tampered_ones(tmp
 
 def test_tuned_rows_run_once_and_a_tuned_default_is_a_copy(tmp_path):
     from unlearnkit.bench.runner import append_record
-    from unlearnkit.cli import grid_keys
+    from unlearnkit.bench.grid import grid_keys
 
     grid = tmp_path / "g.toml"
     grid.write_text('seeds = [0]\ntuned = "t.jsonl"\n[[scenario]]\ndataset = "digits"\nforget = ["random:0.1"]\n'

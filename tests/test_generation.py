@@ -216,7 +216,8 @@ def test_generation_through_the_bench_grid_and_samples(tmp_path, monkeypatch):
     logits are refused."""
     from unlearnkit.bench import runner
     from unlearnkit.bench.samples import sample_grid
-    from unlearnkit.cli import grid_jobs, main
+    from unlearnkit.bench.grid import grid_jobs
+    from unlearnkit.cli import main
 
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
     grid = tmp_path / "g.toml"
