@@ -31,6 +31,15 @@ def test_the_page_builds_from_the_committed_records():
     assert "## Do the papers' claims hold here?" in page and "| ∇τ (Trippa et al.) |" in page
     assert "## Where each default comes from" in page and "- **pgu** (" in page
     assert "| on validation: default → best |" in page  # the tuned table shows what the search itself saw
+    assert "## What changed from the under-fit tables" in page
+
+
+def test_the_under_fit_comparison_matches_requests_and_takes_each_methods_best_row():
+    assert compose.request_of("cifar10[20k] resnet1816 random:0.1") == compose.request_of("cifar10 resnet1816 random:0.1")
+    assert compose.request_of("minilm:rotten-tomatoes mlp512 random:0.3") == "minilm:rotten-tomatoes random:0.3"
+    table = {"ga(lr=0.0001)": {"gap": 3.0}, "ga(lr=0.0005)": {"gap": 2.0}, "ft": {"gap": 5.0},
+             "ft (tuned)": {"gap": 1.0}, "nabla-tau(class_tau=chance)": {"gap": 0.5}}
+    assert compose.best_per_method(table) == {"ga": {"gap": 2.0}, "ft": {"gap": 5.0}, "nabla-tau": {"gap": 0.5}}
 
 
 def test_the_claims_read_the_grids_own_rows_not_tuned_ones():
