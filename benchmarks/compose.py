@@ -189,19 +189,26 @@ def recipes() -> str:
 CARRY_OVER = 5  # Avg. Gap points between a search's validation best and its tuned row on the reported seeds
 
 
-def tuned() -> str:
-    """Default vs tuned Avg. Gap (each on the reported seeds) and the search's cost, per method."""
-    path = TUNED / "fashion.jsonl"
-    searches = read_records(path)
+def tuned(name: str) -> str:
+    """The `name` grid's searches: default vs tuned Avg. Gap (each on the reported seeds) and the
+    search's cost, per method."""
+    searches = read_records(TUNED / f"{name}.jsonl")
+    rules = ",".join(dict.fromkeys(s["scenario"].split()[-1] for s in searches))
+    command = (f"unlearnkit tune --grid benchmarks/{GRIDS[name]} --only {rules or 'random:0.1,class:3'} --trials 16 "
+               f"--timeout 600 --out benchmarks/tuned/{name}.jsonl")
+    head = (f"### Tuned rows: the same search for every method\n\n`{command}`: every method's declared search space, "
+            "16 trials (the first its defaults) or 600 s, on a validation request (seed 1000; a forget set no "
+            "reported seed shares, the next class for a class request), objective Avg. Gap to that request's Retrain. "
+            "The tuned values then run on the reported seeds (the `(tuned)` rows above).\n\n")
     if not searches:
-        return "No search has run yet (`unlearnkit tune --grid benchmarks/fashion.toml ...`).\n"
-    fashion = rows(records("fashion"))
+        return head + "No search has run yet.\n"
+    tables = rows(records(name))
     lines = ["| scenario | method | default Avg. Gap | tuned Avg. Gap | on validation: default → best | trials | "
              "search time (× Retrain) | the retrain-free objective's pick (its Avg. Gap on validation, vs the best) |",
              "|---|---|---|---|---|---|---|---|"]
     agree, lost = [], []
     for s in searches:
-        table = fashion.get(s["scenario"], {})
+        table = tables.get(s["scenario"], {})
         own = {k: v for k, v in table.items() if k.split("(")[0] == s["method"] and "(tuned)" not in k}
         best_own = min(own, key=lambda k: own[k]["gap"], default=None)  # a grid sweeping a field: its best row
         default = own.get(best_own)
@@ -221,7 +228,7 @@ def tuned() -> str:
             lost.append(f"{s['method']} on {s['scenario'].split()[-1]} (best {s['best_value']:.2f} on validation → "
                         f"{mine['gap']:.2f} reported; defaults {s['default_value']:.2f} on validation"
                         + (f", the grid's default row {default['gap']:.2f} reported)" if default else ")"))
-    unsearched = sorted({r["method"] for r in at_defaults(records("fashion"))} - {s["method"] for s in searches}
+    unsearched = sorted({r["method"] for r in at_defaults(records(name))} - {s["method"] for s in searches}
                         - {n for n in METHODS.names() if METHODS.meta(n)["family"] == "reference"})
     lines += ["", "Default Avg. Gap: the grid's best row of the method (the fields it sweeps in brackets). "
                   "Not searched: " + ", ".join(f"{n} ({'declares no searchable field' if not search_space(METHODS[n]) else 'search not run yet'})"
@@ -236,7 +243,7 @@ def tuned() -> str:
         lines += ["", f"Across the {len(agree)} searches, the setting the retrain-free objective would pick is within "
                       f"{statistics.median(agree):.2f} points of the best validation Avg. Gap in the median case "
                       f"(mean {statistics.fmean(agree):.2f}, worst {max(agree):.2f}); 0 means it picks the gap's best."]
-    return "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n"
 
 
 UNDERFIT = {"cifar10": "f03ae2f", "fashion": "4b26548", "text": "002f079"}  # each grid's last under-fit records
@@ -403,16 +410,9 @@ among the rows both tables have, doing nothing (`original`) included.
 {underfit()}
 {section("CIFAR-10, ResNet-18 (width 16)", "cifar10", "unlearnkit bench benchmarks/cifar10.toml --out benchmarks/results/cifar10.jsonl --store-models benchmarks/models")}
 {section("Fashion-MNIST, small CNN", "fashion", "unlearnkit bench benchmarks/fashion.toml --out benchmarks/results/fashion.jsonl --store-models benchmarks/models", "Audits: `unlearnkit audit benchmarks/fashion.toml --only random:0.1,class:3 --models 8 --out benchmarks/results/fashion_audit.jsonl`.")}
-### Tuned rows: the same search for every method
-
-`unlearnkit tune --grid benchmarks/fashion.toml --only random:0.1,class:3 --trials 16 --timeout 600
---out benchmarks/tuned/fashion.jsonl`: every method's declared search space, 16 trials (the first
-its defaults) or 600 s, on a validation request (seed 1000; a forget set no reported seed shares,
-the next class for class 3), objective Avg. Gap to that request's Retrain. The tuned values then
-run on the reported seeds (the `(tuned)` rows above).
-
-{tuned()}
+{tuned("fashion")}
 {section("Digits, MLP (the quick job)", "digits", "unlearnkit bench benchmarks/quick.toml --out benchmarks/results/digits.jsonl --store-models benchmarks/models", "Audits: `unlearnkit audit benchmarks/quick.toml --models 16 --out benchmarks/results/digits_audit.jsonl`.")}
+{tuned("digits")}
 {section("Movie reviews", "text", "unlearnkit bench benchmarks/text.toml --out benchmarks/results/text.jsonl")}
 {section("Class forgetting in a Fashion-MNIST DDPM", "generation", "unlearnkit bench benchmarks/generation.toml --out benchmarks/results/generation.jsonl")}
 {provenance()}

@@ -24,7 +24,9 @@ if [ "${1:-}" = "--gpu" ]; then
   compose
   exit 0
 fi
-# Digits (the quick job's grid), its gold audits (16 models per kind).
+# Digits (the quick job's grid): the same search for every method on random 10% and class 3 (16
+# trials, 600 s cap), the grid with its tuned rows, its gold audits (16 models per kind).
+$UK tune --grid benchmarks/quick.toml --only random:0.1,class:3 --trials 16 --timeout 600 --out $T/digits.jsonl
 $UK bench benchmarks/quick.toml --out $R/digits.jsonl --report $R/digits.md --plot $R/digits.png --store-models $M
 $UK audit benchmarks/quick.toml --models 16 --out $R/digits_audit.jsonl
 $UK report $R/digits.jsonl --audit $R/digits_audit.jsonl --out $R/digits.md --plot $R/digits.png
