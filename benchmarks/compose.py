@@ -226,7 +226,7 @@ def tuned(name: str) -> str:
                      f"{s['default_value']:.2f} → {s['best_value']:.2f} | "
                      f"{s['trials']} | {s['seconds'] / s['retrain_seconds']:.1f} | {pick} |")
         if mine and mine["gap"] > s["best_value"] + CARRY_OVER:
-            lost.append(f"{s['method']} on {s['scenario'].split()[-1]} (best {s['best_value']:.2f} on validation → "
+            lost.append(f"{s['method']} on {s['scenario']} (best {s['best_value']:.2f} on validation → "
                         f"{mine['gap']:.2f} reported; defaults {s['default_value']:.2f} on validation"
                         + (f", the grid's default row {default['gap']:.2f} reported)" if default else ")"))
     unsearched = sorted({r["method"] for r in at_defaults(records(name))} - {s["method"] for s in searches}
@@ -415,6 +415,7 @@ among the rows both tables have, doing nothing (`original`) included.
 {section("Digits, MLP (the quick job)", "digits", "unlearnkit bench benchmarks/quick.toml --out benchmarks/results/digits.jsonl --store-models benchmarks/models", "Audits: `unlearnkit audit benchmarks/quick.toml --models 16 --out benchmarks/results/digits_audit.jsonl`.")}
 {tuned("digits")}
 {section("Movie reviews", "text", "unlearnkit bench benchmarks/text.toml --out benchmarks/results/text.jsonl")}
+{tuned("text")}
 {section("Class forgetting in a Fashion-MNIST DDPM", "generation", "unlearnkit bench benchmarks/generation.toml --out benchmarks/results/generation.jsonl")}
 {provenance()}
 {optional("Cost of one unlearning step", "overhead", "unlearnkit overhead --dataset fashion-mnist --train-size 10000 --forget random:0.1 --widths 8,16,32 --steps 64")}

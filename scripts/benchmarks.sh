@@ -44,6 +44,8 @@ once $R/overhead_cifar10.md $UK overhead --dataset cifar10 --train-size 20000 --
   --steps 40
 once $R/overhead.md $UK overhead --dataset fashion-mnist --train-size 10000 --forget random:0.1 --widths 8,16,32 \
   --steps 64
+# Movie reviews: the same search for every method on random 10% (both models), then the grid.
+$UK tune --grid benchmarks/text.toml --only random:0.1 --trials 16 --timeout 600 --out $T/text.jsonl
 $UK bench benchmarks/text.toml --out $R/text.jsonl --report $R/text.md --plot $R/text.png --histograms $R/text_hist.png
 $UK bench benchmarks/generation.toml --out $R/generation.jsonl --report $R/generation.md --plot $R/generation.png
 $UK samples benchmarks/generation.toml --out $R/generation_samples.png --seed 0
