@@ -83,8 +83,13 @@ def find(table: dict[str, dict], name: str) -> dict | None:
     return table.get(name)
 
 
+def method_of(label: str) -> str:
+    """The method a table row belongs to: "ga(lr=0.0005)", "ft (tuned)" -> "ga", "ft"."""
+    return label.split("(")[0].split(" ")[0]
+
+
 def best_baseline(table: dict[str, dict]) -> tuple[str, dict] | None:
-    base = {k: v for k, v in table.items() if METHODS.meta(k.split("(")[0].split(" ")[0])["family"] == "baseline"
+    base = {k: v for k, v in table.items() if METHODS.meta(method_of(k))["family"] == "baseline"
             and "(tuned)" not in k}
     if not base:
         return None
@@ -210,9 +215,8 @@ def tuned(name: str) -> str:
     agree, lost = [], []
     for s in searches:
         table = tables.get(s["scenario"], {})
-        own = {k: v for k, v in table.items() if k.split("(")[0] == s["method"] and "(tuned)" not in k}
-        best_own = min(own, key=lambda k: own[k]["gap"], default=None)  # a grid sweeping a field: its best row
-        default = own.get(best_own)
+        best_own = best_labels(table).get(s["method"])  # a grid sweeping a field: its best row
+        default = table.get(best_own) if best_own else None
         mine = table.get(f"{s['method']} (tuned)")
         objs = [o for o in s.get("trial_objectives", []) if "gap" in o and "retrain-free" in o]
         pick = ""
@@ -255,14 +259,20 @@ def request_of(scenario: str) -> str:
     return f"{scenario.split()[0].split('[')[0]} {scenario.split()[-1]}"
 
 
-def best_per_method(table: dict[str, dict]) -> dict[str, dict]:
-    """method -> its best row in a table (a grid sweeping a field has several)."""
-    out: dict[str, dict] = {}
+def best_labels(table: dict[str, dict]) -> dict[str, str]:
+    """method -> the label of its best row at the grid's settings (a grid sweeping a field has several;
+    tuned rows left out)."""
+    out: dict[str, str] = {}
     for label, row in table.items():
-        method = label.split("(")[0].split(" ")[0]
-        if "(tuned)" not in label and (method not in out or row["gap"] < out[method]["gap"]):
-            out[method] = row
+        method = method_of(label)
+        if "(tuned)" not in label and (method not in out or row["gap"] < table[out[method]]["gap"]):
+            out[method] = label
     return out
+
+
+def best_per_method(table: dict[str, dict]) -> dict[str, dict]:
+    """method -> its best row in a table at the grid's settings."""
+    return {method: table[label] for method, label in best_labels(table).items()}
 
 
 def underfit() -> str:
@@ -287,11 +297,12 @@ def underfit() -> str:
     lines = ["| request | original's RA | Retrain's UA | doing nothing's Avg. Gap | closest to Retrain |",
              "|---|---|---|---|---|"]
     ranks: dict[str, list[tuple[int, int]]] = {}
-    for request, old, new in pairs:
-        def closest(t: dict[str, dict]) -> str:
-            name = min((m for m in t if m not in ("retrain", "original")), key=lambda m: t[m]["gap"])
-            return f"{name} {t[name]['gap']:.2f}"
 
+    def closest(t: dict[str, dict]) -> str:
+        name = min((m for m in t if m not in ("retrain", "original")), key=lambda m: t[m]["gap"])
+        return f"{name} {t[name]['gap']:.2f}"
+
+    for request, old, new in pairs:
         lines.append(f"| {request} | {old['original']['metrics']['RA']:.2f} → {new['original']['metrics']['RA']:.2f} | "
                      f"{old['retrain']['metrics']['UA']:.2f} → {new['retrain']['metrics']['UA']:.2f} | "
                      f"{old['original']['gap']:.2f} → {new['original']['gap']:.2f} | {closest(old)} → {closest(new)} |")
